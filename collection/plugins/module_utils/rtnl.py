@@ -1,0 +1,56 @@
+# -*- coding: utf-8 -*-
+# Copyright: mpsocks developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""pyroute2 access shared by the modules: one import guard, one error wrapper."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import traceback
+
+from ansible.module_utils.basic import missing_required_lib
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
+
+try:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+except ImportError:
+    IPRoute = None
+    PYROUTE2_IMPORT_ERROR = traceback.format_exc()
+
+    class NetlinkError(Exception):
+        """Stand-in so ``except NetlinkError`` stays valid without pyroute2."""
+
+else:
+    PYROUTE2_IMPORT_ERROR = None
+
+
+def iproute():
+    """An rtnetlink socket in the current network namespace."""
+    if IPRoute is None:
+        raise MpsocksError(missing_required_lib("pyroute2") + ": " +
+                           PYROUTE2_IMPORT_ERROR.strip().splitlines()[-1])
+    return IPRoute()
+
+
+@contextlib.contextmanager
+def netlink_errors(action):
+    """Turn a kernel refusal into a one-line MpsocksError saying what was tried."""
+    try:
+        yield
+    except NetlinkError as exc:
+        raise MpsocksError("%s: the kernel refused: %s" % (action, exc.args[-1] if exc.args else exc))
+
+
+def link_index(ipr, name):
+    """Index of interface NAME, or None."""
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def link_kind(link):
+    """The rtnetlink kind of a link message ('veth', 'tun', ...), or None."""
+    info = link.get_attr("IFLA_LINKINFO")
+    return info.get_attr("IFLA_INFO_KIND") if info else None

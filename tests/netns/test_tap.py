@@ -1,0 +1,80 @@
+"""mpsocks.mptcp.tap against real tap devices in a fresh namespace."""
+
+import json
+
+from mpsocks_testlib import run_module, sh, snapshot
+
+
+def tun_info(netns, name):
+    """What iproute2 (not the module) says about the tap."""
+    link = json.loads(sh("ip", "-j", "-d", "link", "show", name, netns=netns))[0]
+    return link["linkinfo"]["info_data"] | {"flags": link["flags"]}
+
+
+def test_create_read_back_idempotent_and_remove(netns):
+    before = snapshot(netns)
+    args = dict(name="mptcp0", owner="65534", group="100", addresses=["10.66.6.1/24", "fd66::1/64"],
+                netns=netns)
+
+    predicted = run_module("tap", check=True, **args)
+    assert predicted["changed"] is True
+    assert snapshot(netns) == before, "check mode changed the namespace"
+
+    created = run_module("tap", **args)
+    assert created["changed"] is True
+    assert created["tap"] == predicted["tap"]
+    info = tun_info(netns, "mptcp0")
+    assert (info["type"], info["user"], info["group"], info["pi"]) == ("tap", "nobody", "users", False)
+    assert "UP" in info["flags"]
+    addrs = sh("ip", "-o", "addr", "show", "dev", "mptcp0", netns=netns)
+    assert "10.66.6.1/24" in addrs and "fd66::1/64" in addrs
+
+    again = run_module("tap", **args)
+    assert again["changed"] is False
+    assert run_module("tap", check=True, **args)["changed"] is False
+
+    assert run_module("tap", check=True, name="mptcp0", state="absent", netns=netns)["changed"]
+    assert "mptcp0" in sh("ip", "link", netns=netns)
+    removed = run_module("tap", name="mptcp0", state="absent", netns=netns)
+    assert removed["changed"] is True and removed["tap"] == {}
+    assert run_module("tap", name="mptcp0", state="absent", netns=netns)["changed"] is False
+    assert snapshot(netns) == before
+
+
+def test_update_addresses_state_and_owner(netns):
+    run_module("tap", name="mptcp1", addresses=["10.66.7.1/24"], netns=netns)
+    change = dict(name="mptcp1", owner="65534", addresses=["10.66.7.9/24"], up=False, netns=netns)
+    predicted = run_module("tap", check=True, **change)
+    assert predicted["diff"]["before"]["addresses"] == ["10.66.7.1/24"]
+    changed = run_module("tap", **change)
+    assert changed["changed"] is True and changed["tap"] == predicted["tap"]
+    assert changed["tap"] == {"name": "mptcp1", "owner": 65534, "group": None,
+                              "addresses": ["10.66.7.9/24"], "up": False}
+    info = tun_info(netns, "mptcp1")
+    assert info["user"] == "nobody" and "UP" not in info["flags"]
+    # Options left out are not managed: owner and addresses stay as they are.
+    kept = run_module("tap", name="mptcp1", up=False, netns=netns)
+    assert kept["changed"] is False
+
+
+def test_bad_input_fails_with_one_line_and_changes_nothing(netns):
+    sh("ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p", netns=netns)
+    before = snapshot(netns)
+    cases = {
+        "name": dict(name="a-very-long-tap-name0"),
+        "addresses": dict(name="mptcp0", addresses=["10.66.6.1/33"]),
+        "not an address": dict(name="mptcp0", addresses=["10.66.6.300/24"]),
+        "owner": dict(name="mptcp0", owner="no-such-user-here"),
+        "already exists as a veth": dict(name="uplink0"),
+    }
+    for needle, args in cases.items():
+        result = run_module("tap", netns=netns, **args)
+        assert result.get("failed"), args
+        assert "\n" not in result["msg"] and "Traceback" not in result["msg"]
+        assert needle.split()[0] in result["msg"] or needle in result["msg"], result["msg"]
+    assert snapshot(netns) == before
+
+
+def test_missing_namespace_is_a_clear_error():
+    result = run_module("tap", name="mptcp0", netns="mpsocks-no-such-ns")
+    assert result["failed"] and "mpsocks-no-such-ns" in result["msg"]
