@@ -7,7 +7,15 @@ import subprocess
 import sys
 
 import pytest
-from mpsocks_testlib import collections_root, netns_names, sh, snapshot, unique_name
+from mpsocks_testlib import (
+    collections_root,
+    delete_uplinks,
+    make_uplinks,
+    netns_names,
+    sh,
+    snapshot,
+    unique_name,
+)
 
 _ROOT = collections_root()
 sys.path.insert(0, str(_ROOT))
@@ -47,3 +55,13 @@ def netns():
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def uplinks(netns):
+    """Two veth uplinks with gateways and default routes inside ``netns``."""
+    made = make_uplinks(netns, 2)
+    try:
+        yield made
+    finally:
+        delete_uplinks(made)

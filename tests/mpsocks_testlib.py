@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
 import os
@@ -55,7 +56,7 @@ def run_module(module: str, /, check: bool = False, diff: bool = True, **params)
     try:
         return json.loads(proc.stdout)
     except ValueError:
-        raise AssertionError(f"module {module} printed no JSON: {proc.stdout}{proc.stderr}")
+        raise AssertionError(f"module {module} printed no JSON: {proc.stdout}{proc.stderr}") from None
 
 
 def netns_names() -> set[str]:
@@ -82,3 +83,43 @@ def snapshot(netns: str | None = None) -> dict:
         + sh("ip", "mptcp", "limits", "show", netns=netns),
         "sysctl": _sysctls(netns),
     }
+
+
+def assert_unchanged(before: dict, netns: str | None = None) -> None:
+    """Fail with a readable diff if NETNS differs from the BEFORE snapshot."""
+    after = snapshot(netns)
+    problems = []
+    for key in before:
+        if after[key] != before[key]:
+            diff = difflib.unified_diff(before[key].splitlines(), after[key].splitlines(), lineterm="", n=0)
+            problems.append(f"{key}:\n" + "\n".join(list(diff)[2:]))
+    assert not problems, f"namespace {netns or 'root'} changed:\n" + "\n".join(problems)
+
+
+def make_uplinks(netns: str, count: int = 2) -> list[dict]:
+    """Veth "uplinks" up0, up1... in NETNS, each with a gateway and a default route.
+
+    Uplink n holds 10.199.n.2/24; its gateway 10.199.n.1 is the veth peer, which
+    lives in a namespace of its own (NETNS + "g" + n) so the gateway answers ARP.
+    """
+    uplinks = []
+    for n in range(count):
+        name, gw_ns = f"up{n}", f"{netns}g{n}"
+        subprocess.run(["ip", "netns", "add", gw_ns], check=True)
+        sh("ip", "link", "add", name, "netns", netns, "type", "veth", "peer", "name", "gw", "netns", gw_ns)
+        # No IPv6 autoconfiguration: its addresses appear late and would blur snapshots.
+        sh("ip", "link", "set", name, "addrgenmode", "none", netns=netns)
+        sh("ip", "addr", "add", f"10.199.{n}.2/24", "dev", name, netns=netns)
+        sh("ip", "link", "set", name, "up", netns=netns)
+        sh("ip", "addr", "add", f"10.199.{n}.1/24", "dev", "gw", netns=gw_ns)
+        sh("ip", "link", "set", "gw", "up", netns=gw_ns)
+        sh("ip", "route", "add", "default", "via", f"10.199.{n}.1", "dev", name, "metric", str(100 + n),
+           netns=netns)
+        uplinks.append({"name": name, "gateway": f"10.199.{n}.1", "gateway_netns": gw_ns})
+    return uplinks
+
+
+def delete_uplinks(uplinks: list[dict]) -> None:
+    """Remove the gateway namespaces make_uplinks() created (the veths go with them)."""
+    for uplink in uplinks:
+        subprocess.run(["ip", "netns", "del", uplink["gateway_netns"]], check=False)

@@ -2,7 +2,7 @@
 
 import json
 
-from mpsocks_testlib import run_module, sh, snapshot
+from mpsocks_testlib import assert_unchanged, run_module, sh, snapshot
 
 
 def tun_info(netns, name):
@@ -18,7 +18,7 @@ def test_create_read_back_idempotent_and_remove(netns):
 
     predicted = run_module("tap", check=True, **args)
     assert predicted["changed"] is True
-    assert snapshot(netns) == before, "check mode changed the namespace"
+    assert_unchanged(before, netns)
 
     created = run_module("tap", **args)
     assert created["changed"] is True
@@ -38,7 +38,7 @@ def test_create_read_back_idempotent_and_remove(netns):
     removed = run_module("tap", name="mptcp0", state="absent", netns=netns)
     assert removed["changed"] is True and removed["tap"] == {}
     assert run_module("tap", name="mptcp0", state="absent", netns=netns)["changed"] is False
-    assert snapshot(netns) == before
+    assert_unchanged(before, netns)
 
 
 def test_update_addresses_state_and_owner(netns):
@@ -72,7 +72,7 @@ def test_bad_input_fails_with_one_line_and_changes_nothing(netns):
         assert result.get("failed"), args
         assert "\n" not in result["msg"] and "Traceback" not in result["msg"]
         assert needle.split()[0] in result["msg"] or needle in result["msg"], result["msg"]
-    assert snapshot(netns) == before
+    assert_unchanged(before, netns)
 
 
 def test_missing_namespace_is_a_clear_error():

@@ -33,6 +33,7 @@ class KernelObject(abc.ABC):
         """A short human name for diff headers, e.g. ``tap mptcp0``."""
         return self.kind
 
+    @abc.abstractmethod
     def validate(self):
         """Raise MpsocksError for bad input; runs before the kernel is read."""
 

@@ -36,8 +36,8 @@ def enter_netns(name):
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         if exc.errno == errno.ENOENT:
-            raise MpsocksError("netns: namespace %r does not exist (no %s)" % (name, path))
-        raise MpsocksError("netns: cannot open %s: %s" % (path, exc.strerror))
+            raise MpsocksError("netns: namespace %r does not exist (no %s)" % (name, path)) from None
+        raise MpsocksError("netns: cannot open %s: %s" % (path, exc.strerror)) from None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.setns(fd, CLONE_NEWNET) != 0:

@@ -41,7 +41,8 @@ def netlink_errors(action):
     try:
         yield
     except NetlinkError as exc:
-        raise MpsocksError("%s: the kernel refused: %s" % (action, exc.args[-1] if exc.args else exc))
+        reason = exc.args[-1] if exc.args else exc
+        raise MpsocksError("%s: the kernel refused: %s" % (action, reason)) from None
 
 
 def link_index(ipr, name):

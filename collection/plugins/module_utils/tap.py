@@ -56,7 +56,7 @@ def make_persistent_tap(name, owner=None, group=None):
             fcntl.ioctl(fd, TUNSETGROUP, group)
         fcntl.ioctl(fd, TUNSETPERSIST, 1)
     except OSError as exc:
-        raise MpsocksError("tap %s: %s failed: %s" % (name, TUN_DEVICE, exc.strerror))
+        raise MpsocksError("tap %s: %s failed: %s" % (name, TUN_DEVICE, exc.strerror)) from None
     finally:
         os.close(fd)
 
@@ -73,7 +73,8 @@ def _account_id(value, option):
             return pwd.getpwnam(text).pw_uid
         return grp.getgrnam(text).gr_gid
     except KeyError:
-        raise MpsocksError("%s: no such %s %r" % (option, "user" if option == "owner" else "group", text))
+        what = "user" if option == "owner" else "group"
+        raise MpsocksError("%s: no such %s %r" % (option, what, text)) from None
 
 
 def _managed_addresses(ipr, index):

@@ -38,7 +38,7 @@ def interface_address(value, option):
     try:
         return ipaddress.ip_interface(text)
     except ValueError:
-        raise MpsocksError("%s: %r is not a valid address/prefix" % (option, text))
+        raise MpsocksError("%s: %r is not a valid address/prefix" % (option, text)) from None
 
 
 def ip_address(value, option):
@@ -46,7 +46,7 @@ def ip_address(value, option):
     try:
         return ipaddress.ip_address(str(value))
     except ValueError:
-        raise MpsocksError("%s: %r is not an IP address" % (option, value))
+        raise MpsocksError("%s: %r is not an IP address" % (option, value)) from None
 
 
 def ip_network(value, option):
@@ -54,7 +54,7 @@ def ip_network(value, option):
     try:
         return ipaddress.ip_network(str(value), strict=False)
     except ValueError:
-        raise MpsocksError("%s: %r is not a valid subnet" % (option, value))
+        raise MpsocksError("%s: %r is not a valid subnet" % (option, value)) from None
 
 
 def table_id(value, option):
@@ -62,7 +62,7 @@ def table_id(value, option):
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise MpsocksError("%s: %r is not a routing table number" % (option, value))
+        raise MpsocksError("%s: %r is not a routing table number" % (option, value)) from None
     if number in RESERVED_TABLES:
         raise MpsocksError("%s: table %d is the kernel's %r table; use another number"
                            % (option, number, RESERVED_TABLES[number]))
