@@ -6,6 +6,7 @@ import difflib
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -123,3 +124,28 @@ def delete_uplinks(uplinks: list[dict]) -> None:
     """Remove the gateway namespaces make_uplinks() created (the veths go with them)."""
     for uplink in uplinks:
         subprocess.run(["ip", "netns", "del", uplink["gateway_netns"]], check=False)
+
+
+def netns_inventory(path: Path, *namespaces: str) -> Path:
+    """An inventory file whose hosts are the given namespaces (mpsocks.mptcp.netns)."""
+    hosts = {
+        ns: {"ansible_connection": "mpsocks.mptcp.netns", "ansible_python_interpreter": sys.executable}
+        for ns in namespaces
+    }
+    path.write_text(json.dumps({"all": {"hosts": hosts}}))
+    return path
+
+
+RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def ansible_playbook(playbook: Path, inventory: Path, *extra: str, extravars: dict | None = None):
+    """Run the venv's ansible-playbook; return (returncode, output, {host: recap counts})."""
+    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory), str(playbook)]
+    if extravars is not None:
+        cmd += ["-e", json.dumps(extravars)]
+    proc = subprocess.run(cmd + list(extra), capture_output=True, text=True)
+    output = proc.stdout + proc.stderr
+    recap = {m[0]: dict(zip(("ok", "changed", "unreachable", "failed"), map(int, m[1:]), strict=True))
+             for m in RECAP.findall(output)}
+    return proc.returncode, output, recap
