@@ -8,6 +8,7 @@ import sys
 
 import pytest
 from mpsocks_testlib import (
+    CREATED,
     collections_root,
     delete_uplinks,
     make_uplinks,
@@ -34,13 +35,12 @@ def root_namespace_untouched():
         yield
         return
     before = snapshot()
-    namespaces = netns_names()
     yield
     after = snapshot()
     for key in before:
         assert after[key] == before[key], f"tests changed the root namespace's {key}"
-    left = netns_names() - namespaces
-    assert not left, f"tests left namespaces behind: {left}"
+    left = netns_names() & CREATED
+    assert not left, f"tests left namespaces behind: {sorted(left)}"
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 COLLECTION = REPO / "collection"
 _counter = itertools.count()
+#: Every name unique_name() handed out in this test run.
+CREATED: set[str] = set()
 
 
 def collections_root() -> Path:
@@ -31,7 +33,9 @@ def collections_root() -> Path:
 
 def unique_name(prefix: str) -> str:
     """A name no other test run on this machine uses at the same time."""
-    return f"{prefix}{os.getpid() % 100000}x{next(_counter)}"
+    name = f"{prefix}{os.getpid() % 100000}x{next(_counter)}"
+    CREATED.add(name)
+    return name
 
 
 def sh(*argv: str, netns: str | None = None, check: bool = True) -> str:
@@ -105,7 +109,7 @@ def make_uplinks(netns: str, count: int = 2) -> list[dict]:
     """
     uplinks = []
     for n in range(count):
-        name, gw_ns = f"up{n}", f"{netns}g{n}"
+        name, gw_ns = f"up{n}", unique_name("mpstg")
         subprocess.run(["ip", "netns", "add", gw_ns], check=True)
         sh("ip", "link", "add", name, "netns", netns, "type", "veth", "peer", "name", "gw", "netns", gw_ns)
         # No IPv6 autoconfiguration: its addresses appear late and would blur snapshots.

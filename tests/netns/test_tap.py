@@ -49,12 +49,30 @@ def test_update_addresses_state_and_owner(netns):
     changed = run_module("tap", **change)
     assert changed["changed"] is True and changed["tap"] == predicted["tap"]
     assert changed["tap"] == {"name": "mptcp1", "owner": 65534, "group": None,
-                              "addresses": ["10.66.7.9/24"], "up": False}
+                              "addresses": ["10.66.7.9/24"], "up": False, "forwarding": False}
     info = tun_info(netns, "mptcp1")
     assert info["user"] == "nobody" and "UP" not in info["flags"]
     # Options left out are not managed: owner and addresses stay as they are.
     kept = run_module("tap", name="mptcp1", up=False, netns=netns)
     assert kept["changed"] is False
+
+
+def test_forwarding_follows_the_option_and_the_namespace_default(netns):
+    def forwarding(name):
+        return sh("sysctl", "-n", f"net.ipv4.conf.{name}.forwarding", netns=netns).strip()
+
+    assert forwarding("default") == "0"
+    assert run_module("tap", name="mptcp0", netns=netns)["tap"]["forwarding"] is False
+    predicted = run_module("tap", check=True, name="mptcp0", forwarding=True, netns=netns)
+    assert predicted["changed"] and forwarding("mptcp0") == "0"
+    done = run_module("tap", name="mptcp0", forwarding=True, netns=netns)
+    assert done["tap"] == predicted["tap"] and forwarding("mptcp0") == "1"
+    assert forwarding("all") == "0" and forwarding("default") == "0"
+    assert run_module("tap", name="mptcp0", netns=netns)["changed"] is False  # left out: kept
+
+    sh("sysctl", "-qw", "net.ipv4.conf.default.forwarding=1", netns=netns)
+    created = run_module("tap", name="mptcp1", netns=netns)
+    assert created["tap"]["forwarding"] is True and forwarding("mptcp1") == "1"
 
 
 def test_bad_input_fails_with_one_line_and_changes_nothing(netns):

@@ -16,7 +16,7 @@ description:
     and C(/proc/sys/net); the file system is the controller's, so files are copied locally.
   - This is how mpsocks drives its lab, its tests and the namespace guest.
 author:
-  - mpsocks developers
+  - mpsocks developers (@mpsocks)
 requirements:
   - C(ip) from iproute2 on the controller, run as root
 options:

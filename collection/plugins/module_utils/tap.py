@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: mpsocks developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A persistent tap device: owner, group, addresses and link state."""
+"""A persistent tap device: owner, group, addresses, link state and IPv4 forwarding."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -21,6 +21,11 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.rtnl import (
     link_index,
     link_kind,
     netlink_errors,
+)
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.sysctl import (
+    ipv4_forwarding_path,
+    read_value,
+    write_value,
 )
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.validate import (
     interface_address,
@@ -128,16 +133,21 @@ class Tap(KernelObject):
                 "group": data.get_attr("IFLA_TUN_GROUP"),
                 "addresses": _managed_addresses(ipr, index),
                 "up": bool(link["flags"] & IFF_UP),
+                "forwarding": read_value(ipv4_forwarding_path(self.name)) == 1,
             }
 
     def wanted(self, current):
-        current = current or {"owner": None, "group": None, "addresses": []}
+        # A new interface starts with the namespace's conf/default values.
+        current = current or {"owner": None, "group": None, "addresses": [],
+                              "forwarding": read_value(ipv4_forwarding_path("default")) == 1}
+        forwarding = self.params.get("forwarding")
         return {
             "name": self.name,
             "owner": current["owner"] if self.owner is None else self.owner,
             "group": current["group"] if self.group is None else self.group,
             "addresses": current["addresses"] if self.addresses is None else self.addresses,
             "up": self.params.get("up", True),
+            "forwarding": current["forwarding"] if forwarding is None else forwarding,
         }
 
     def apply(self, current, wanted):
@@ -161,3 +171,4 @@ class Tap(KernelObject):
                         ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
             with netlink_errors("setting %s %s" % (self.name, "up" if wanted["up"] else "down")):
                 ipr.link("set", index=index, state="up" if wanted["up"] else "down")
+        write_value(ipv4_forwarding_path(self.name), int(wanted["forwarding"]))

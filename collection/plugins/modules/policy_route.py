@@ -20,7 +20,7 @@ description:
     are other rules that point to it.
   - The main table and every other table are never changed.
 author:
-  - mpsocks developers
+  - mpsocks developers (@mpsocks)
 requirements:
   - pyroute2 >= 0.9.7 on the managed host
 options:

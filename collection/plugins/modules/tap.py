@@ -18,7 +18,7 @@ description:
   - The tap is what a guest's network interface plugs into; uplink N of mpsocks uses tap C(mptcpN).
   - Every change is read back from the kernel; a difference is reported as a failure.
 author:
-  - mpsocks developers
+  - mpsocks developers (@mpsocks)
 requirements:
   - pyroute2 >= 0.9.7 on the managed host
 options:
@@ -56,6 +56,14 @@ options:
       - Whether the link is administratively up.
     type: bool
     default: true
+  forwarding:
+    description:
+      - Whether the kernel forwards IPv4 packets arriving on the tap (C(net.ipv4.conf.NAME.forwarding)).
+        A guest's traffic needs it to be NAT'd out of an uplink (M(mpsocks.mptcp.nat)).
+      - The setting lives and dies with the tap, so nothing needs restoring.
+      - When omitted, an existing tap keeps its value and a new one gets the namespace's
+        C(net.ipv4.conf.default.forwarding).
+    type: bool
   netns:
     description:
       - Name of a network namespace (as in C(ip netns list)) to act in instead of the current one.
@@ -80,6 +88,7 @@ EXAMPLES = r"""
     owner: libvirt-qemu
     addresses:
       - 10.66.6.1/24
+    forwarding: true
 
 - name: Same tap inside a lab namespace
   mpsocks.mptcp.tap:
@@ -120,6 +129,10 @@ tap:
       description: Whether the link is administratively up.
       type: bool
       sample: true
+    forwarding:
+      description: Whether IPv4 packets arriving on the tap are forwarded.
+      type: bool
+      sample: true
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -136,6 +149,7 @@ def build_module():
             group=dict(type="str"),
             addresses=dict(type="list", elements="str"),
             up=dict(type="bool", default=True),
+            forwarding=dict(type="bool"),
             netns=dict(type="str"),
         ),
         supports_check_mode=True,

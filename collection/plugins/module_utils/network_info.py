@@ -1,0 +1,42 @@
+# -*- coding: utf-8 -*-
+# Copyright: mpsocks developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Which uplink slots hold mpsocks objects, read from the kernel.
+
+Teardown asks this instead of trusting the uplink list, so it also finds what
+an interrupted run left behind. Each object is read by its own module's class.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.addressing import (
+    MAX_UPLINKS,
+    TAP_PREFIX,
+    slot,
+)
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.nat import Nat
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.policy_route import PolicyRoute
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.tap import Tap
+
+
+def _exists(object_class, params):
+    managed = object_class(dict(params, state="absent"))
+    managed.validate()
+    return managed.read() is not None
+
+
+def used_slots(nft_table="mpsocks", tap_prefix=TAP_PREFIX):
+    """Every slot in which a tap, a routing table or a NAT entry of mpsocks exists."""
+    found = []
+    for index in range(MAX_UPLINKS):
+        entry = slot(index, tap_prefix)
+        entry.update(
+            tap_exists=_exists(Tap, {"name": entry["tap"]}),
+            table_used=_exists(PolicyRoute, {"table": entry["table"]}),
+            nat_used=_exists(Nat, {"name": entry["tap"], "table": nft_table}),
+        )
+        if entry["tap_exists"] or entry["table_used"] or entry["nat_used"]:
+            found.append(entry)
+    return found

@@ -1,0 +1,170 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: mpsocks developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: mptcp_endpoint
+short_description: Manage an MPTCP endpoint of the in-kernel path manager
+version_added: 0.1.0
+description:
+  - Creates, changes or removes one endpoint of the kernel's MPTCP path manager
+    (C(ip mptcp endpoint add)), through the C(mptcp_pm) generic netlink family.
+  - The kernel keys endpoints by address; this module manages the one endpoint of O(address).
+    If the kernel holds several endpoints for that address (with different ports), the module
+    fails and changes nothing.
+  - A change of the backup or fullmesh flag alone is made in place; any other change replaces
+    the endpoint (delete, then add), which closes the subflows that used it.
+  - Every change is read back from the kernel; a difference is reported as a failure.
+author:
+  - mpsocks developers (@mpsocks)
+requirements:
+  - pyroute2 >= 0.9.7 on the managed host
+  - a kernel with CONFIG_MPTCP
+options:
+  address:
+    description:
+      - The local IPv4 or IPv6 address of the endpoint, without a prefix length.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) creates or updates the endpoint, V(absent) deletes it.
+    type: str
+    choices: [present, absent]
+    default: present
+  dev:
+    description:
+      - Interface the endpoint's subflows are bound to; it must exist.
+      - When omitted, the endpoint has no device binding.
+    type: str
+  id:
+    description:
+      - Endpoint id, 1 to 255; no other address's endpoint may use it.
+      - When omitted, an existing endpoint keeps its id and a new one gets the lowest free id.
+    type: int
+  port:
+    description:
+      - Port announced with the address, on which the kernel listens for joining subflows.
+      - Only with the V(signal) flag, and only for an address the host holds (the kernel
+        opens a listening socket there). When omitted, the endpoint has no port.
+    type: int
+  flags:
+    description:
+      - The endpoint's flags. V(subflow) opens an extra subflow from this address,
+        V(signal) announces the address to the peer, V(backup) marks its subflows as backup,
+        V(fullmesh) opens a subflow from this address to every address the peer announced.
+      - V(signal) and V(fullmesh) cannot be combined; the kernel refuses it.
+      - Flags not listed are cleared.
+    type: list
+    elements: str
+    choices: [subflow, signal, backup, fullmesh]
+    default: []
+  netns:
+    description:
+      - Name of a network namespace (as in C(ip netns list)) to act in instead of the current one.
+    type: str
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode).
+    support: full
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: linux
+seealso:
+  - module: mpsocks.mptcp.mptcp_limits
+"""
+
+EXAMPLES = r"""
+- name: Open an extra subflow from the second uplink's address
+  mpsocks.mptcp.mptcp_endpoint:
+    address: 192.168.42.23
+    dev: usb0
+    flags: [subflow]
+
+- name: Announce a server address on port 8443, inside a lab namespace
+  mpsocks.mptcp.mptcp_endpoint:
+    address: 10.199.1.1
+    flags: [signal]
+    port: 8443
+    netns: mpslab-net
+
+- name: Make the uplink a backup path (changed in place, subflows stay)
+  mpsocks.mptcp.mptcp_endpoint:
+    address: 192.168.42.23
+    dev: usb0
+    flags: [subflow, backup]
+
+- name: Remove it
+  mpsocks.mptcp.mptcp_endpoint:
+    address: 192.168.42.23
+    state: absent
+"""
+
+RETURN = r"""
+mptcp_endpoint:
+  description: The endpoint as the kernel holds it after the task (empty when absent).
+  returned: always
+  type: dict
+  contains:
+    address:
+      description: The endpoint's address.
+      type: str
+      sample: 192.168.42.23
+    id:
+      description: The endpoint id.
+      type: int
+      sample: 1
+    dev:
+      description: Interface the endpoint is bound to, or null.
+      type: str
+      sample: usb0
+    port:
+      description: Announced port, or null.
+      type: int
+      sample: null
+    flags:
+      description:
+        - Flag names, sorted. Besides the four settable ones the kernel may report V(implicit)
+          (an endpoint it made itself); bits without a name appear as hex.
+      type: list
+      elements: str
+      sample: [subflow]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.declarative import run_module
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.mptcp import Endpoint
+
+
+def build_module():
+    return AnsibleModule(
+        argument_spec=dict(
+            address=dict(type="str", required=True),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            dev=dict(type="str"),
+            id=dict(type="int"),
+            port=dict(type="int"),
+            flags=dict(type="list", elements="str", choices=["subflow", "signal", "backup", "fullmesh"],
+                       default=[]),
+            netns=dict(type="str"),
+        ),
+        supports_check_mode=True,
+    )
+
+
+def main():
+    run_module(build_module(), Endpoint)
+
+
+if __name__ == "__main__":
+    main()

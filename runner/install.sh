@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Install mpsocks on a Debian machine: system packages, a virtualenv, the
+# package (runner + collection), and mpsocks-run on the PATH.
+#   sudo runner/install.sh                 # /opt/mpsocks, /usr/local/bin/mpsocks-run
+#   sudo runner/install.sh --venv .venv --tests   # also the test tools
+set -euo pipefail
+
+usage() {
+    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    echo "options: --venv DIR (default /opt/mpsocks)  --tests (pytest, ruff, ansible-test needs)  --no-link"
+}
+
+venv=/opt/mpsocks
+tests=0
+link=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --venv) venv=${2:?--venv needs a directory}; shift 2 ;;
+        --tests) tests=1; shift ;;
+        --no-link) link=0; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "install.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install.sh: run as root (it installs Debian packages)" >&2
+    exit 2
+fi
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+
+# iproute2/nftables/tcpdump/tshark: the kernel objects and the wire;
+# libvirt-dev, pkg-config, gcc, python3-dev: libvirt-python compiles;
+# dante-server, redsocks, mptcpd (mptcpize): the guest's SOCKS side.
+packages=(
+    python3 python3-venv python3-dev gcc pkg-config libvirt-dev
+    iproute2 nftables tcpdump tshark procps psmisc curl
+    dante-server redsocks mptcpd
+)
+export DEBIAN_FRONTEND=noninteractive
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install.sh: installing ${missing[*]}"
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip
+if [ "$tests" = 1 ]; then
+    "$venv/bin/python" -m pip install -q "$repo[test]"
+else
+    "$venv/bin/python" -m pip install -q "$repo"
+fi
+
+if [ "$link" = 1 ]; then
+    ln -sf "$venv/bin/mpsocks-run" /usr/local/bin/mpsocks-run
+    echo "install.sh: mpsocks-run -> $venv/bin/mpsocks-run"
+fi
+echo "install.sh: done ($venv)"

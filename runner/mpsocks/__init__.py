@@ -1,0 +1,1 @@
+"""mpsocks: the mpsocks-run runner for the mpsocks.mptcp Ansible collection's playbooks."""

@@ -1,0 +1,245 @@
+"""mpsocks-run: the project's playbooks with a live progress display.
+
+A verb is a function from the parsed arguments to a Play (``host_up``), registered with ``_verb()``
+in ``build_parser()``; its run folder is named after it (``host up`` -> ``<timestamp>-host-up``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import re
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from mpsocks.playbook_run import Play, RunOptions, data_file, run_playbook
+from mpsocks.progress import Progress
+
+PROG = "mpsocks-run"
+IFNAMSIZ = 16  # Linux's size of an interface name, with its terminating NUL
+_NETNS_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_EXAMPLES = """examples:
+  mpsocks-run host up --uplinks wlp1s0,usb0=192.168.42.129
+  mpsocks-run --check host down
+  mpsocks-run host up --uplinks veth0 --netns lab -v"""
+
+
+class UsageError(Exception):
+    """Bad command-line input: one line on stderr, exit code 2, nothing run."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise UsageError instead of printing the usage and exiting."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# Input checks -----------------------------------------------------------------------------------
+
+
+def parse_uplinks(text: str) -> list[str | dict[str, str]]:
+    """``wlp1s0,usb0=192.168.42.129`` -> ``['wlp1s0', {'name': 'usb0', 'gateway': '192.168.42.129'}]``."""
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise argparse.ArgumentTypeError("no interface given, e.g. --uplinks wlp1s0,usb0")
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"empty interface name in {text!r}")
+    uplinks = [_uplink(item) for item in items]
+    names = [uplink if isinstance(uplink, str) else uplink["name"] for uplink in uplinks]
+    for name in names:
+        if names.count(name) > 1:
+            raise argparse.ArgumentTypeError(f"interface {name!r} is given twice")
+    return uplinks
+
+
+def _uplink(item: str) -> str | dict[str, str]:
+    """``IF`` -> ``'IF'``; ``IF=GW`` -> ``{'name': 'IF', 'gateway': 'GW'}``."""
+    name, has_gateway, gateway = item.partition("=")
+    interface_name(name)
+    if not has_gateway:
+        return name
+    try:
+        return {"name": name, "gateway": str(ipaddress.ip_address(gateway))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"gateway {gateway!r} of {name} is not an IP address") from None
+
+
+def interface_name(name: str) -> str:
+    """NAME if Linux accepts it as an interface name."""
+    if not name:
+        raise argparse.ArgumentTypeError("empty interface name")
+    if len(name) >= IFNAMSIZ:
+        raise argparse.ArgumentTypeError(
+            f"interface name {name!r} is longer than {IFNAMSIZ - 1} characters")
+    if name in (".", "..") or any(char in "/:" or char.isspace() for char in name):
+        raise argparse.ArgumentTypeError(f"{name!r} is not a valid interface name")
+    return name
+
+
+def netns_name(name: str) -> str:
+    """NAME if it is a usable network namespace (and inventory host) name."""
+    if not _NETNS_NAME.fullmatch(name) or name in (".", ".."):
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is not a network namespace name (letters, digits, '.', '_', '-')")
+    return name
+
+
+# Verbs ------------------------------------------------------------------------------------------
+
+
+def netns_inventory(netns: str) -> dict:
+    """An inventory whose one host, NETNS, is that network namespace (the netns connection plugin)."""
+    host = {
+        "ansible_connection": "mpsocks.mptcp.netns",
+        "ansible_host": netns,
+        "ansible_python_interpreter": sys.executable,
+    }
+    return {"all": {"hosts": {netns: host}}}
+
+
+def target(netns: str | None) -> tuple[Path | dict, dict]:
+    """The inventory and extra vars that aim a playbook at the real host, or at namespace NETNS."""
+    if netns is None:
+        return data_file("inventory/localhost.yml"), {}
+    return netns_inventory(netns), {"mpsocks_target": netns}
+
+
+def _host_network(netns: str | None, uplinks: list, state: str) -> Play:
+    inventory, extravars = target(netns)
+    extravars |= {"mpsocks_uplinks": uplinks, "mpsocks_state": state}
+    return Play(data_file("playbooks/host_network.yml"), inventory, extravars)
+
+
+def host_up(args: argparse.Namespace) -> Play:
+    """``host up``: taps, NAT and source routing for every uplink."""
+    return _host_network(args.netns, args.uplinks, "present")
+
+
+def host_down(args: argparse.Namespace) -> Play:
+    """``host down``: remove what ``host up`` made."""
+    return _host_network(args.netns, [], "absent")
+
+
+# Parser -----------------------------------------------------------------------------------------
+
+
+def _run_options(top: bool) -> argparse.ArgumentParser:
+    """-v, --check, --diff and --artifacts-dir, accepted before and after the verb.
+
+    Below the top their defaults are SUPPRESSed: a subparser's defaults would otherwise
+    overwrite what was given before the verb.
+    """
+    def default(value):
+        return value if top else argparse.SUPPRESS
+
+    options = argparse.ArgumentParser(add_help=False)
+    group = options.add_argument_group("run options")
+    group.add_argument("-v", "--verbose", action="count", default=default(0),
+                       help="show Ansible's own output instead of progress lines and pass -v on (repeatable)")
+    group.add_argument("--check", action="store_true", default=default(False),
+                       help="ansible-playbook --check: report what would change, change nothing")
+    group.add_argument("--diff", action="store_true", default=default(False),
+                       help="ansible-playbook --diff: show the changes")
+    group.add_argument("--artifacts-dir", type=Path, metavar="DIR", default=default(None),
+                       help="base folder of the run folders (default: $XDG_STATE_HOME/mpsocks/runs)")
+    return options
+
+
+def _help(summary: str, example: str) -> dict:
+    """add_parser() arguments: SUMMARY in the lists and on top of --help, EXAMPLE at its end."""
+    return {
+        "help": summary,
+        "description": f"{summary[0].upper()}{summary[1:]}.",
+        "epilog": f"example:\n  {example}",
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+        "parents": [_run_options(top=False)],
+    }
+
+
+def _group(verbs, name: str, summary: str, example: str):
+    """A verb with actions below it (``host`` of ``host up``); returns its subparsers."""
+    parser = verbs.add_parser(name, **_help(summary, example))
+    return parser.add_subparsers(title="actions", metavar="ACTION", required=True)
+
+
+def _verb(verbs, name: str, play: Callable[[argparse.Namespace], Play], summary: str, example: str):
+    """Register verb NAME, run as PLAY(args); returns its parser for the verb's own options."""
+    parser = verbs.add_parser(name, **_help(summary, example))
+    parser.set_defaults(play=play, run_name="-".join(parser.prog.split()[1:]))
+    return parser
+
+
+def add_netns_option(parser: argparse.ArgumentParser) -> None:
+    """--netns NS: a verb's target is that namespace instead of the real host (see target())."""
+    parser.add_argument("--netns", type=netns_name, metavar="NS",
+                        help="work in network namespace NS instead of on the real host")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """mpsocks-run's argument parser, verbs included."""
+    parser = _Parser(
+        prog=PROG, parents=[_run_options(top=True)], epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run mpsocks' playbooks with one progress line per task and Ansible's recap at\n"
+                    "the end. Ctrl-C cancels. The exit code is 0 only when the play succeeded.",
+    )
+    verbs = parser.add_subparsers(title="verbs", metavar="VERB", required=True)
+    host = _group(verbs, "host", "set up or tear down the host side of mpsocks (taps, NAT, routing)",
+                  "mpsocks-run host up --uplinks wlp1s0,usb0")
+    up = _verb(host, "up", host_up, "give every uplink a tap, NAT and source routing",
+               "mpsocks-run host up --uplinks wlp1s0,usb0=192.168.42.129")
+    up.add_argument("--uplinks", required=True, type=parse_uplinks, metavar="IF[=GW],...",
+                    help="the uplink interfaces, comma-separated; IF=GW sets the uplink's gateway")
+    add_netns_option(up)
+    down = _verb(host, "down", host_down, "remove the taps, NAT and routing of host up",
+                 "mpsocks-run host down")
+    add_netns_option(down)
+    return parser
+
+
+# Running ----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def cancel_on_sigint() -> Iterator[threading.Event]:
+    """While inside, Ctrl-C sets the yielded event instead of raising KeyboardInterrupt."""
+    cancel = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: cancel.set())
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run(name: str, play: Play, options: RunOptions, cancel: threading.Event) -> int:
+    """Run PLAY with the progress display, say where its artifacts are; returns the exit code."""
+    result = run_playbook(name, play, options, display=Progress(verbose=options.verbosity > 0),
+                          cancel=cancel)
+    if result.status == "canceled":
+        print("cancelled", flush=True)
+    print(f"artifacts: {result.artifacts}", flush=True)
+    return result.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """mpsocks-run with ARGV (default: the command line); returns the exit code."""
+    with cancel_on_sigint() as cancel:
+        try:
+            args = build_parser().parse_args(argv)
+            options = RunOptions(check=args.check, diff=args.diff, verbosity=args.verbose,
+                                 artifacts_dir=args.artifacts_dir)
+            return run(args.run_name, args.play(args), options, cancel)
+        except UsageError as exc:
+            return _error(exc, 2)
+        except Exception as exc:  # the last resort: one line, never a traceback
+            return _error(exc, 1)
+
+
+def _error(exc: Exception, code: int) -> int:
+    print(f"{PROG}: error: {str(exc) or type(exc).__name__}", file=sys.stderr, flush=True)
+    return code

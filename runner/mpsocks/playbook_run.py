@@ -1,0 +1,191 @@
+"""Run a playbook through ansible-runner: one artifacts folder per run, live events, a clean cancel."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import shlex
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+KEEP_RUNS = 20
+CANCEL_GRACE = 5.0  # seconds ansible-playbook gets to stop its workers before it is killed
+NO_COLOUR = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+_RUN_NAME = re.compile(r"\d{8}T\d{6}Z-.+")
+_PACKAGE = Path(__file__).resolve().parent
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Play:
+    """What to run: a playbook, an inventory (a file, or a dict written into the run) and extra vars."""
+
+    playbook: Path
+    inventory: Path | dict
+    extravars: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run it: ansible-playbook's --check, --diff and -v, and the base folder of the runs."""
+
+    check: bool = False
+    diff: bool = False
+    verbosity: int = 0
+    artifacts_dir: Path | None = None  # None: default_artifacts_dir()
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended: ansible-runner's status, ansible-playbook's rc and the run's folder."""
+
+    status: str  # successful, failed, canceled or timeout
+    rc: int | None
+    artifacts: Path
+
+    @property
+    def exit_code(self) -> int:
+        """0 only for a successful play, 130 when cancelled, else ansible-playbook's (non-zero) rc."""
+        if self.status == "canceled":
+            return 130
+        if self.status == "successful" and self.rc == 0:
+            return 0
+        return self.rc or 1
+
+
+def data_file(relative: str) -> Path:
+    """A file the project ships, e.g. ``playbooks/host_network.yml``: package data, else the checkout."""
+    for base in (_PACKAGE, _CHECKOUT):
+        if (base / relative).is_file():
+            return base / relative
+    raise FileNotFoundError(f"{relative} is neither in {_PACKAGE} nor in {_CHECKOUT}")
+
+
+def default_artifacts_dir() -> Path:
+    """``$XDG_STATE_HOME/mpsocks/runs``, XDG_STATE_HOME defaulting to ``~/.local/state``."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
+    return base / "mpsocks" / "runs"
+
+
+def new_run_dir(base: Path, name: str) -> Path:
+    """A new ``<UTC timestamp>-<name>`` folder in BASE, linked as ``latest``; runs beyond KEEP_RUNS go."""
+    base.mkdir(parents=True, exist_ok=True)
+    stem = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{name}"
+    for n in itertools.count():
+        run_dir = base / (f"{stem}-{n}" if n else stem)
+        with contextlib.suppress(FileExistsError):
+            run_dir.mkdir(mode=0o700)
+            break
+    _prune(base, KEEP_RUNS)
+    link = base / f".latest-{os.getpid()}"
+    link.unlink(missing_ok=True)
+    link.symlink_to(run_dir.name)
+    os.replace(link, base / "latest")
+    return run_dir
+
+
+def _prune(base: Path, keep: int) -> None:
+    """Delete all but the KEEP newest run folders in BASE."""
+    runs = sorted(p for p in base.iterdir() if _RUN_NAME.fullmatch(p.name) and not p.is_symlink())
+    for old in runs[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def run_playbook(
+    name: str,
+    play: Play,
+    options: RunOptions | None = None,
+    *,
+    display: Callable[[dict], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> RunResult:
+    """Run PLAY in a new run folder named after NAME.
+
+    DISPLAY gets every ansible-runner event as it comes (none after a cancel); setting CANCEL
+    stops ansible-playbook and its workers.
+    """
+    import ansible_runner  # here, so that the caller's Ctrl-C handling already covers the import
+
+    options = options or RunOptions()
+    cancel = cancel if cancel is not None else threading.Event()
+    run_dir = new_run_dir((options.artifacts_dir or default_artifacts_dir()).absolute(), name)
+    stopper = _Stopper(cancel)
+
+    def on_event(event: dict) -> bool:
+        stopper.watch(event)
+        if display is not None and not cancel.is_set():
+            display(event)
+        return True  # ansible-runner keeps only the events its handler returns True for
+
+    runner = ansible_runner.run(
+        private_data_dir=str(run_dir),
+        artifact_dir=str(run_dir.parent),
+        ident=run_dir.name,
+        binary=_ansible_playbook(),
+        cmdline=shlex.join(_playbook_args(play, options)),
+        inventory=play.inventory if isinstance(play.inventory, dict) else str(play.inventory),
+        extravars=play.extravars,
+        verbosity=options.verbosity,
+        envvars=NO_COLOUR,
+        settings={"pexpect_timeout": 0.2},  # how often ansible-runner asks the cancel callback
+        quiet=True,
+        event_handler=on_event,
+        cancel_callback=stopper,
+    )
+    return RunResult("canceled" if cancel.is_set() else runner.status, runner.rc, run_dir)
+
+
+def _ansible_playbook() -> str:
+    """The ansible-playbook next to this Python (the virtualenv's), else the one on PATH."""
+    beside = Path(sys.executable).parent / "ansible-playbook"
+    return str(beside) if beside.exists() else "ansible-playbook"
+
+
+def _playbook_args(play: Play, options: RunOptions) -> list[str]:
+    """The playbook and the mode flags (ansible-runner adds -i, -e and -v)."""
+    args = [str(play.playbook)]
+    if options.check:
+        args.append("--check")
+    if options.diff:
+        args.append("--diff")
+    return args
+
+
+class _Stopper:
+    """ansible-runner's cancel_callback: once CANCEL is set, SIGINT ansible-playbook, as Ctrl-C would.
+
+    ansible-playbook then ends its workers and their commands, which run in sessions of their own
+    out of reach of ansible-runner's SIGKILL to ansible-playbook's process group. That kill comes
+    only after CANCEL_GRACE seconds, or at once if ansible-playbook has not started the playbook.
+    """
+
+    def __init__(self, cancel: threading.Event):
+        self.cancel = cancel
+        self.pid: int | None = None
+        self.since: float | None = None
+
+    def watch(self, event: dict) -> None:
+        """Learn ansible-playbook's pid from its first callback event."""
+        if event.get("event") == "playbook_on_start":
+            self.pid = event.get("pid")
+
+    def __call__(self) -> bool:
+        if not self.cancel.is_set():
+            return False
+        if self.pid is None:
+            return True
+        if self.since is None:
+            self.since = time.monotonic()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGINT)
+        return time.monotonic() - self.since > CANCEL_GRACE

@@ -1,0 +1,122 @@
+"""ansible-runner events as lines: one per task result, a failure's message, and Ansible's recap."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+from typing import TextIO
+
+RESULT_EVENTS = ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped")
+ANSIBLE_COLUMNS = 79  # Ansible's banner width when its output is not a terminal (and its minimum)
+_RECAP_FIELDS = (
+    ("ok", "ok"),
+    ("changed", "changed"),
+    ("unreachable", "dark"),
+    ("failed", "failures"),
+    ("skipped", "skipped"),
+    ("rescued", "rescued"),
+    ("ignored", "ignored"),
+)
+_INDENT = " " * 9
+
+
+def task_status(event: dict) -> str:
+    """ok, changed, failed, ignored (a failure under ignore_errors), unreachable or skipped."""
+    kind, data = event["event"], event["event_data"]
+    if kind == "runner_on_ok":
+        return "changed" if (data.get("res") or {}).get("changed") else "ok"
+    if kind == "runner_on_failed" and data.get("ignore_errors"):
+        return "ignored"
+    return kind.removeprefix("runner_on_")
+
+
+def task_title(data: dict) -> str:
+    """The task's name as Ansible shows it: ``role : task`` for a task of a role."""
+    role = data.get("resolved_role") or data.get("role")
+    return f"{role} : {data.get('task')}" if role else str(data.get("task"))
+
+
+def task_line(event: dict, elapsed: float) -> str:
+    """``   12.3s changed     [host] role : task``."""
+    data = event["event_data"]
+    return f"{elapsed:7.1f}s {task_status(event):<11} [{data.get('host')}] {task_title(data)}"
+
+
+def failure_message(res: dict) -> str:
+    """The module's msg (else its stderr) on one line; for a loop, the first failed item's."""
+    failed = [item for item in res.get("results") or [] if isinstance(item, dict) and item.get("failed")]
+    if not failed:
+        return " ".join(str(res.get("msg") or res.get("stderr") or "no message").split())
+    first = failed[0]
+    more = f" (and {len(failed) - 1} more items)" if len(failed) > 1 else ""
+    return f"{first.get('_ansible_item_label', first.get('item'))}: {failure_message(first)}{more}"
+
+
+def recap_line(host: str, stats: dict) -> str:
+    """HOST's line of the recap, as Ansible's default callback prints it without colour."""
+    counts = " ".join(f"{label}={(stats.get(key) or {}).get(host, 0)!s:<4}" for label, key in _RECAP_FIELDS)
+    return f"{host:<26} : {counts}"
+
+
+def banner(title: str, columns: int = ANSIBLE_COLUMNS) -> str:
+    """Ansible's ``TITLE ****`` header, stars up to COLUMNS."""
+    return f"{title} {'*' * max(3, columns - len(title))}"
+
+
+def recap_lines(stats: dict, columns: int = ANSIBLE_COLUMNS) -> list[str]:
+    """Ansible's PLAY RECAP block (blank line, banner, a line per host, blank line) from the stats event."""
+    hosts = sorted(stats.get("processed") or {})
+    return ["", banner("PLAY RECAP", columns), *(recap_line(host, stats) for host in hosts), ""]
+
+
+def ansible_columns(out: TextIO) -> int:
+    """The banner width Ansible would use writing to OUT: a terminal's width less one, at least 79."""
+    try:
+        width = os.get_terminal_size(out.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        width = 0
+    return max(ANSIBLE_COLUMNS, width - 1)
+
+
+class Progress:
+    """An event display for run_playbook: task lines and the recap, or (VERBOSE) Ansible's own output.
+
+    Ansible's warnings only show when VERBOSE; an error outside a task result always shows (its first line).
+    """
+
+    def __init__(self, out: TextIO | None = None, verbose: bool = False):
+        self.out = out or sys.stdout
+        self.verbose = verbose
+        self.play_start: datetime | None = None
+
+    def __call__(self, event: dict) -> None:
+        if event.get("event") == "playbook_on_play_start":
+            self.play_start = _created(event)
+        lines = self.lines(event)
+        if lines:
+            print(*lines, sep="\n", file=self.out, flush=True)
+
+    def lines(self, event: dict) -> list[str]:
+        """What to print for EVENT."""
+        kind, stdout = event.get("event"), event.get("stdout") or ""
+        if self.verbose:
+            return [stdout.replace("\r\n", "\n")] if stdout else []
+        if kind in RESULT_EVENTS:
+            return self._result_lines(event)
+        if kind == "playbook_on_stats":
+            return recap_lines(event["event_data"], ansible_columns(self.out))
+        if kind == "error" or (kind == "verbose" and stdout.startswith(("[ERROR]", "ERROR!"))):
+            return stdout.splitlines()[:1]
+        return []
+
+    def _result_lines(self, event: dict) -> list[str]:
+        created = _created(event)
+        lines = [task_line(event, (created - (self.play_start or created)).total_seconds())]
+        if event["event"] in ("runner_on_failed", "runner_on_unreachable"):
+            lines.append(_INDENT + failure_message(event["event_data"].get("res") or {}))
+        return lines
+
+
+def _created(event: dict) -> datetime:
+    return datetime.fromisoformat(event["created"])

@@ -1,0 +1,129 @@
+"""mpsocks-run's command line: uplinks, bad input, help, option placement, what the verbs run."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUNNER = Path(__file__).resolve().parents[2] / "runner"
+sys.path.insert(0, str(RUNNER))
+
+from mpsocks import cli  # noqa: E402
+
+
+def test_uplinks_are_names_or_name_and_gateway():
+    assert cli.parse_uplinks("wlp1s0,usb0=192.168.42.129") == [
+        "wlp1s0", {"name": "usb0", "gateway": "192.168.42.129"}]
+    assert cli.parse_uplinks(" eth0 , wwan0=fe80::1 ") == ["eth0", {"name": "wwan0", "gateway": "fe80::1"}]
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ("", "no interface"),
+    (" , ", "no interface"),
+    ("eth0,,usb0", "'eth0,,usb0'"),
+    ("a-very-long-name0", "'a-very-long-name0'"),
+    ("usb0=192.168.42.300", "'192.168.42.300'"),
+    ("usb0=", "''"),
+    ("=192.168.42.1", "empty interface name"),
+    ("eth/0", "'eth/0'"),
+    ("eth0,eth0", "'eth0'"),
+])
+def test_bad_uplinks_name_the_input(text, named):
+    with pytest.raises(argparse.ArgumentTypeError, match=named):
+        cli.parse_uplinks(text)
+
+
+def test_fifteen_characters_is_the_limit():
+    assert cli.parse_uplinks("abcdefghijklmno") == ["abcdefghijklmno"]
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["host", "up", "--uplinks", ""], "--uplinks"),
+    (["host", "up", "--uplinks", "eth0,a-very-long-name0"], "a-very-long-name0"),
+    (["host", "up", "--uplinks", "usb0=gateway"], "'gateway'"),
+    (["host", "up"], "--uplinks"),
+    (["host", "up", "--uplinks", "eth0", "--netns", "a/b"], "'a/b'"),
+    (["host", "sideways"], "sideways"),
+    (["frobnicate"], "frobnicate"),
+    (["--bogus", "host", "down"], "--bogus"),
+    ([], "VERB"),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_run(argv, named, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert cli.main([*argv, "--artifacts-dir", str(runs)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("mpsocks-run: error: ") and named in err
+    assert not runs.exists()
+
+
+def test_unexpected_errors_are_one_line_too(tmp_path, capsys):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    assert cli.main(["host", "down", "--artifacts-dir", str(not_a_folder)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mpsocks-run: error: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [[], ["host"], ["host", "up"], ["host", "down"]])
+def test_help_at_every_level_explains_with_an_example(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*argv, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "example" in out and "mpsocks-run host" in out
+
+
+def test_python_dash_m_is_the_cli():
+    proc = subprocess.run([sys.executable, "-m", "mpsocks", "host", "up", "--uplinks", "x" * 16],
+                          capture_output=True, text=True, env={"PYTHONPATH": str(RUNNER)})
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("mpsocks-run: error: argument --uplinks: interface name 'xxxx")
+
+
+@pytest.mark.parametrize("argv", [
+    ["-vv", "--check", "--diff", "--artifacts-dir", "/a", "host", "up", "--uplinks", "eth0"],
+    ["host", "up", "--uplinks", "eth0", "-vv", "--check", "--diff", "--artifacts-dir", "/a"],
+    ["-v", "--check", "host", "--diff", "up", "-v", "--uplinks", "eth0", "--artifacts-dir", "/a"],
+])
+def test_run_options_go_before_or_after_the_verb(argv):
+    args = cli.build_parser().parse_args(argv)
+    assert (args.check, args.diff, args.artifacts_dir, args.run_name) == (True, True, Path("/a"), "host-up")
+    assert args.verbose >= 1
+
+
+def test_run_options_default_off():
+    args = cli.build_parser().parse_args(["host", "down"])
+    assert (args.check, args.diff, args.verbose, args.artifacts_dir, args.run_name) == (
+        False, False, 0, None, "host-down")
+
+
+def _play(argv: list[str]):
+    args = cli.build_parser().parse_args(argv)
+    return args.play(args)
+
+
+def test_host_up_runs_host_network_on_the_real_host():
+    play = _play(["host", "up", "--uplinks", "wlp1s0,usb0=192.168.42.129"])
+    assert play.playbook == RUNNER.parent / "playbooks" / "host_network.yml"
+    assert play.inventory == RUNNER.parent / "inventory" / "localhost.yml"
+    assert play.extravars == {
+        "mpsocks_uplinks": ["wlp1s0", {"name": "usb0", "gateway": "192.168.42.129"}],
+        "mpsocks_state": "present",
+    }
+
+
+def test_host_down_in_a_namespace():
+    play = _play(["host", "down", "--netns", "DOES-NOT-MATTER"])
+    assert play.playbook.name == "host_network.yml"
+    assert play.extravars == {
+        "mpsocks_target": "DOES-NOT-MATTER", "mpsocks_uplinks": [], "mpsocks_state": "absent"}
+    assert play.inventory == {"all": {"hosts": {"DOES-NOT-MATTER": {
+        "ansible_connection": "mpsocks.mptcp.netns",
+        "ansible_host": "DOES-NOT-MATTER",
+        "ansible_python_interpreter": sys.executable,
+    }}}}

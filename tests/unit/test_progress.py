@@ -1,0 +1,137 @@
+"""Progress lines and the recap; the recap compared with what ansible-playbook itself prints."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "runner"))
+
+from mpsocks.playbook_run import Play, RunOptions, run_playbook  # noqa: E402
+from mpsocks.progress import Progress, banner, failure_message, recap_line, recap_lines, task_line  # noqa: E402
+
+RUNNER_TESTS = Path(__file__).resolve().parents[1] / "runner"
+INVENTORY = RUNNER_TESTS / "inventory.yml"
+
+
+def _event(kind: str, created: str = "2026-11-24T16:15:00+00:00", stdout: str = "", **data) -> dict:
+    return {"event": kind, "created": created, "stdout": stdout, "event_data": data}
+
+
+def _result(kind: str, second: int = 3, **data) -> dict:
+    data = {"host": "localhost", "task": "Make taps"} | data
+    return _event(kind, f"2026-11-24T16:15:{second:02d}.500000+00:00", **data)
+
+
+@pytest.mark.parametrize(("event", "line"), [
+    (_result("runner_on_ok", res={"changed": False}), "    3.5s ok          [localhost] Make taps"),
+    (_result("runner_on_ok", res={"changed": True}), "    3.5s changed     [localhost] Make taps"),
+    (_result("runner_on_failed", res={}), "    3.5s failed      [localhost] Make taps"),
+    (_result("runner_on_failed", res={}, ignore_errors=True), "    3.5s ignored     [localhost] Make taps"),
+    (_result("runner_on_unreachable", res={}), "    3.5s unreachable [localhost] Make taps"),
+    (_result("runner_on_skipped"), "    3.5s skipped     [localhost] Make taps"),
+])
+def test_task_line_shows_status_host_and_task(event, line):
+    assert task_line(event, 3.5) == line
+
+
+def test_task_line_prefixes_the_role_as_ansible_does():
+    short = _result("runner_on_ok", role="host_network")
+    fqcn = _result("runner_on_ok", role="host_network", resolved_role="mpsocks.mptcp.host_network")
+    assert task_line(short, 0).endswith("[localhost] host_network : Make taps")
+    assert task_line(fqcn, 0).endswith("[localhost] mpsocks.mptcp.host_network : Make taps")
+
+
+def test_failure_message_is_one_line():
+    assert failure_message({"msg": "no such\n  device\n"}) == "no such device"
+    assert failure_message({"stderr": "sleep: invalid time"}) == "sleep: invalid time"
+    assert failure_message({}) == "no message"
+
+
+def test_a_failed_loop_shows_the_first_failed_items_message():
+    res = {"msg": "One or more items failed", "results": [
+        {"failed": False, "item": "eth0"},
+        {"failed": True, "msg": "no such\ndevice", "_ansible_item_label": "up0"},
+        {"failed": True, "msg": "other", "item": "up1"},
+    ]}
+    assert failure_message(res) == "up0: no such device (and 1 more items)"
+    assert failure_message({"results": [{"failed": True, "msg": "x", "item": "up1"}]}) == "up1: x"
+
+
+def test_recap_line_is_ansibles_format():
+    stats = {"ok": {"h": 5}, "changed": {"h": 12}, "dark": {}, "failures": {"h": 1}, "skipped": {},
+             "rescued": {}, "ignored": {"h": 2}}
+    assert recap_line("h", stats) == (
+        "h                          : ok=5    changed=12   unreachable=0    failed=1    "
+        "skipped=0    rescued=0    ignored=2   ")
+
+
+def test_banner_fills_the_width():
+    assert banner("PLAY RECAP") == "PLAY RECAP " + "*" * 69
+    assert banner("PLAY RECAP", 120) == "PLAY RECAP " + "*" * 110
+
+
+def test_recap_lists_hosts_sorted():
+    lines = recap_lines({"processed": {"b": 1, "a": 1}, "ok": {"a": 1, "b": 2}})
+    assert lines[:2] == ["", banner("PLAY RECAP")]
+    assert [line.split()[0] for line in lines[2:-1]] == ["a", "b"]
+    assert lines[-1] == ""
+
+
+def test_progress_prints_results_with_time_since_play_start_and_failure_message():
+    out = io.StringIO()
+    progress = Progress(out)
+    for event in [
+        _event("playbook_on_start"),
+        _event("playbook_on_play_start", "2026-11-24T16:15:01+00:00", stdout="PLAY [x] ***"),
+        _event("playbook_on_task_start", "2026-11-24T16:15:02+00:00", stdout="TASK [t] ***"),
+        _event("warning", stdout="[WARNING]: noise"),
+        _event("deprecated", stdout="[DEPRECATION WARNING]: noise"),
+        _event("verbose", stdout="[WARNING]: noise"),
+        _result("runner_item_on_ok", res={"changed": True}),
+        _result("runner_on_failed", second=4, res={"msg": "no such\ndevice"}),
+        _event("error", stdout="[ERROR]: it broke\r\nOrigin: x.yml:1"),
+    ]:
+        progress(event)
+    assert out.getvalue().splitlines() == [
+        "    3.5s failed      [localhost] Make taps",
+        "         no such device",
+        "[ERROR]: it broke",
+    ]
+
+
+def test_verbose_progress_prints_ansibles_own_output():
+    out = io.StringIO()
+    progress = Progress(out, verbose=True)
+    progress(_event("playbook_on_task_start", stdout="\r\nTASK [t] ***"))
+    progress(_event("runner_on_start"))
+    progress(_result("runner_on_ok", stdout="ok: [localhost] => {\r\n    \"msg\": 1\r\n}"))
+    assert out.getvalue() == '\nTASK [t] ***\nok: [localhost] => {\n    "msg": 1\n}\n'
+
+
+def _recap_block(text: str) -> list[str]:
+    lines = text.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith("PLAY RECAP"))
+    end = lines.index("", start)
+    return lines[start:end]
+
+
+def test_recap_matches_ansible_playbooks_own(tmp_path):
+    playbook = RUNNER_TESTS / "playbooks" / "recap.yml"
+    ansible = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(INVENTORY), str(playbook)],
+        capture_output=True, text=True, env=dict(os.environ, ANSIBLE_NOCOLOR="1"),
+    )
+    out = io.StringIO()
+    result = run_playbook("recap", Play(playbook, INVENTORY), RunOptions(artifacts_dir=tmp_path),
+                          display=Progress(out))
+
+    assert ansible.returncode == result.rc == 2
+    expected = _recap_block(ansible.stdout)
+    assert len(expected) == 3, ansible.stdout
+    assert _recap_block(out.getvalue()) == expected
