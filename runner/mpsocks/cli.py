@@ -218,8 +218,8 @@ def cancel_on_sigint() -> Iterator[threading.Event]:
 
 def run(name: str, play: Play, options: RunOptions, cancel: threading.Event) -> int:
     """Run PLAY with the progress display, say where its artifacts are; returns the exit code."""
-    result = run_playbook(name, play, options, display=Progress(verbose=options.verbosity > 0),
-                          cancel=cancel)
+    display = Progress(verbose=options.verbosity > 0, diff=options.diff)
+    result = run_playbook(name, play, options, display=display, cancel=cancel)
     if result.status == "canceled":
         print("cancelled", flush=True)
     print(f"artifacts: {result.artifacts}", flush=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import sys
 from datetime import datetime
@@ -53,6 +55,29 @@ def failure_message(res: dict) -> str:
     return f"{first.get('_ansible_item_label', first.get('item'))}: {failure_message(first)}{more}"
 
 
+def diff_lines(res: dict) -> list[str]:
+    """Unified diffs of what a changed result (or each changed loop item) reports, indented."""
+    if res.get("results"):
+        return [line for item in res["results"] if isinstance(item, dict) and item.get("changed")
+                for line in diff_lines(item)]
+    diffs = res.get("diff") or []
+    lines = []
+    for diff in diffs if isinstance(diffs, list) else [diffs]:
+        before, after = _diff_text(diff.get("before")), _diff_text(diff.get("after"))
+        if before == after:
+            continue
+        lines += difflib.unified_diff(before, after, lineterm="", n=99,
+                                      fromfile=f"before: {diff.get('before_header', '')}",
+                                      tofile=f"after: {diff.get('after_header', '')}")
+    return [_INDENT + line for line in lines]
+
+
+def _diff_text(value) -> list[str]:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, indent=2, sort_keys=True).splitlines()
+    return str(value or "").splitlines()
+
+
 def recap_line(host: str, stats: dict) -> str:
     """HOST's line of the recap, as Ansible's default callback prints it without colour."""
     counts = " ".join(f"{label}={(stats.get(key) or {}).get(host, 0)!s:<4}" for label, key in _RECAP_FIELDS)
@@ -82,12 +107,15 @@ def ansible_columns(out: TextIO) -> int:
 class Progress:
     """An event display for run_playbook: task lines and the recap, or (VERBOSE) Ansible's own output.
 
+    With DIFF, a changed result is followed by the diff its module reported.
+
     Ansible's warnings only show when VERBOSE; an error outside a task result always shows (its first line).
     """
 
-    def __init__(self, out: TextIO | None = None, verbose: bool = False):
+    def __init__(self, out: TextIO | None = None, verbose: bool = False, diff: bool = False):
         self.out = out or sys.stdout
         self.verbose = verbose
+        self.diff = diff
         self.play_start: datetime | None = None
 
     def __call__(self, event: dict) -> None:
@@ -113,8 +141,11 @@ class Progress:
     def _result_lines(self, event: dict) -> list[str]:
         created = _created(event)
         lines = [task_line(event, (created - (self.play_start or created)).total_seconds())]
+        res = event["event_data"].get("res") or {}
         if event["event"] in ("runner_on_failed", "runner_on_unreachable"):
-            lines.append(_INDENT + failure_message(event["event_data"].get("res") or {}))
+            lines.append(_INDENT + failure_message(res))
+        elif self.diff and res.get("changed"):
+            lines += diff_lines(res)
         return lines
 
 

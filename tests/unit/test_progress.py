@@ -13,7 +13,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "runner"))
 
 from mpsocks.playbook_run import Play, RunOptions, run_playbook  # noqa: E402
-from mpsocks.progress import Progress, banner, failure_message, recap_line, recap_lines, task_line  # noqa: E402
+from mpsocks.progress import (  # noqa: E402
+    Progress,
+    banner,
+    diff_lines,
+    failure_message,
+    recap_line,
+    recap_lines,
+    task_line,
+)
 
 RUNNER_TESTS = Path(__file__).resolve().parents[1] / "runner"
 INVENTORY = RUNNER_TESTS / "inventory.yml"
@@ -61,6 +69,26 @@ def test_a_failed_loop_shows_the_first_failed_items_message():
     ]}
     assert failure_message(res) == "up0: no such device (and 1 more items)"
     assert failure_message({"results": [{"failed": True, "msg": "x", "item": "up1"}]}) == "up1: x"
+
+
+def test_diff_lines_show_only_changed_loop_items():
+    res = {"changed": True, "results": [
+        {"changed": False, "diff": {"before": {"a": 1}, "after": {"a": 1}}},
+        {"changed": True, "diff": {"before_header": "tap mptcp1", "after_header": "tap mptcp1",
+                                   "before": {}, "after": {"name": "mptcp1"}}},
+    ]}
+    lines = [line.strip() for line in diff_lines(res)]
+    assert lines[:2] == ["--- before: tap mptcp1", "+++ after: tap mptcp1"]
+    assert '+  "name": "mptcp1"' in lines and "-{}" in lines
+    assert not any('"a"' in line for line in lines)
+
+
+def test_progress_prints_diffs_only_when_asked():
+    event = {"event": "runner_on_ok", "created": "2026-11-24T10:00:00", "event_data": {
+        "host": "h", "task": "t", "res": {"changed": True, "diff": {"before": "x\n", "after": "y\n"}}}}
+    quiet, loud = Progress(io.StringIO()), Progress(io.StringIO(), diff=True)
+    assert len(quiet.lines(event)) == 1
+    assert [line.strip() for line in loud.lines(event)[-2:]] == ["-x", "+y"]
 
 
 def test_recap_line_is_ansibles_format():
