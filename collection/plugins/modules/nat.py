@@ -124,7 +124,7 @@ EXAMPLES = r"""
     out_interface: lab0
     netns: mpslab-host
 
-- name: Remove it; forwarding on wlp1s0 and mptcp0 goes back to what it was
+- name: Remove it; forwarding on wlp1s0 goes back to what it was
   mpsocks.mptcp.nat:
     name: mptcp0
     state: absent
@@ -161,11 +161,11 @@ nat:
         - Per-interface forwarding now, by interface (C(net.ipv4.conf.IF.forwarding), or
           C(net.ipv6.conf.IF.force_forwarding) for an IPv6 source); null for an interface that is gone.
       type: dict
-      sample: {"wlp1s0": 1, "mptcp0": 1}
+      sample: {"wlp1s0": 1, }
     restore:
       description: Per-interface forwarding before mpsocks, written back by O(state=absent).
       type: dict
-      sample: {"wlp1s0": 0, "mptcp0": 0}
+      sample: {"wlp1s0": 0}
 """
 
 from ansible.module_utils.basic import AnsibleModule
