@@ -17,6 +17,7 @@ description:
     (C(ip mptcp limits set)) through the C(mptcp_pm) generic netlink family, and the
     C(net.mptcp.enabled) sysctl of the network namespace.
   - The limits always exist, so there is no C(state); options left out are not managed.
+  - Limits and C(net.mptcp.enabled) are per network namespace (see O(netns)).
   - Every change is read back from the kernel; a difference is reported as a failure.
 author:
   - mpsocks developers (@mpsocks)
@@ -38,20 +39,15 @@ options:
     description:
       - Whether applications may open MPTCP sockets (C(net.mptcp.enabled)).
     type: bool
-  netns:
-    description:
-      - Name of a network namespace (as in C(ip netns list)) to act in instead of the current one.
-      - Limits and C(net.mptcp.enabled) are per namespace.
-    type: str
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - mpsocks.mptcp.netns
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode).
     support: full
   platform:
-    description: Target OS/families that can be operated against.
     support: full
     platforms: linux
 seealso:

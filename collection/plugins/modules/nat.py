@@ -88,19 +88,15 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  netns:
-    description:
-      - Name of a network namespace (as in C(ip netns list)) to act in instead of the current one.
-    type: str
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - mpsocks.mptcp.netns
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode).
     support: full
   platform:
-    description: Target OS/families that can be operated against.
     support: full
     platforms: linux
 notes:

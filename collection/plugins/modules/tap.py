@@ -64,19 +64,15 @@ options:
       - When omitted, an existing tap keeps its value and a new one gets the namespace's
         C(net.ipv4.conf.default.forwarding).
     type: bool
-  netns:
-    description:
-      - Name of a network namespace (as in C(ip netns list)) to act in instead of the current one.
-    type: str
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - mpsocks.mptcp.netns
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode).
     support: full
   platform:
-    description: Target OS/families that can be operated against.
     support: full
     platforms: linux
 """
