@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
+import json
 import re
 import signal
 import sys
@@ -16,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from mpsocks import lab
 from mpsocks.playbook_run import Play, RunOptions, data_file, run_playbook
 from mpsocks.progress import Progress
 
@@ -25,7 +27,9 @@ _NETNS_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _EXAMPLES = """examples:
   mpsocks-run host up --uplinks wlp1s0,usb0=192.168.42.129
   mpsocks-run --check host down
-  mpsocks-run host up --uplinks veth0 --netns lab -v"""
+  mpsocks-run host up --uplinks veth0 --netns lab -v
+  mpsocks-run lab up --rates 20,5 --middlebox 1=optimizer
+  mpsocks-run lab status --json"""
 
 
 class UsageError(Exception):
@@ -89,6 +93,37 @@ def netns_name(name: str) -> str:
     return name
 
 
+def parse_rates(text: str) -> list[float]:
+    """``20,5`` -> ``[20.0, 5.0]``: one rate in Mbit/s per uplink."""
+    rates = []
+    for item in text.split(","):
+        try:
+            rate = float(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{item.strip()!r} is not a rate in Mbit/s, e.g. --rates 20,5") from None
+        if not 0 < rate <= 10000:
+            raise argparse.ArgumentTypeError(f"rate {item.strip()} is outside 0..10000 Mbit/s")
+        rates.append(rate)
+    return rates
+
+
+def parse_middlebox(text: str) -> tuple[int, str]:
+    """``1=optimizer`` -> ``(1, 'optimizer')``."""
+    index, _, kind = text.partition("=")
+    if not index.strip().isdigit() or kind not in lab.MIDDLEBOXES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not UPLINK=KIND with KIND one of {', '.join(lab.MIDDLEBOXES)}, e.g. 1=optimizer")
+    return int(index), kind
+
+
+def lab_name(name: str) -> str:
+    """NAME if it is a usable lab name."""
+    if not re.fullmatch(r"[a-z][a-z0-9]{0,9}", name):
+        raise argparse.ArgumentTypeError(f"{name!r} is not a lab name (1-10 lower-case letters or digits)")
+    return name
+
+
 # Verbs ------------------------------------------------------------------------------------------
 
 
@@ -123,6 +158,35 @@ def host_up(args: argparse.Namespace) -> Play:
 def host_down(args: argparse.Namespace) -> Play:
     """``host down``: remove what ``host up`` made."""
     return _host_network(args.netns, [], "absent")
+
+
+def _lab(name: str, state: str, settings: dict | None = None) -> Play:
+    extravars = {"mpsocks_lab_state": state, "mpsocks_lab_name": name}
+    for key, value in (settings or {}).items():
+        extravars[f"mpsocks_lab_{key}"] = value
+    return Play(data_file("playbooks/lab.yml"), data_file("inventory/localhost.yml"), extravars)
+
+
+def lab_up(args: argparse.Namespace) -> Play:
+    """``lab up``: build the lab (namespaces, shaped uplinks, hops, middleboxes, servers)."""
+    try:
+        settings = lab.lab_settings(args.name, args.rates, dict(args.middlebox), args.optimizer_rate,
+                                    args.hops, host_netns=not args.root_uplinks)
+    except lab.MpsocksError as exc:
+        raise UsageError(str(exc)) from None
+    return _lab(args.name, "present", settings)
+
+
+def lab_down(args: argparse.Namespace) -> Play:
+    """``lab down``: remove every namespace, process, interface, rule and table of the lab."""
+    return _lab(args.name, "absent")
+
+
+def lab_status(args: argparse.Namespace) -> int:
+    """``lab status``: print the recorded topology and what is up; exit 0 only if all of it is."""
+    report = lab.status(args.name)
+    print(json.dumps(report, indent=2) if args.json else lab.format_status(report), flush=True)
+    return 0 if report["up"] else 3
 
 
 # Parser -----------------------------------------------------------------------------------------
@@ -199,7 +263,39 @@ def build_parser() -> argparse.ArgumentParser:
     down = _verb(host, "down", host_down, "remove the taps, NAT and routing of host up",
                  "mpsocks-run host down")
     add_netns_option(down)
+
+    lab_verbs = _group(verbs, "lab", "a hermetic internet in network namespaces to try mpsocks offline",
+                       "mpsocks-run lab up && mpsocks-run lab status")
+    up = _verb(lab_verbs, "up", lab_up, "build the lab: shaped uplinks, router hops, middleboxes, servers",
+               "mpsocks-run lab up --rates 20,5 --middlebox 1=optimizer --optimizer-rate 40")
+    add_lab_name_option(up)
+    up.add_argument("--rates", type=parse_rates, default=[20.0, 20.0], metavar="MBIT,...",
+                    help="one rate per uplink in Mbit/s; their count makes the number of uplinks "
+                         "(default: 20,20)")
+    up.add_argument("--middlebox", type=parse_middlebox, action="append", default=[], metavar="N=KIND",
+                    help="put middlebox KIND (optimizer, strip, drop-mptcp) on the ISP of uplink N "
+                         "(repeatable)")
+    up.add_argument("--optimizer-rate", type=float, metavar="MBIT",
+                    help="rate of the connections an optimizer terminates (default: the uplink's rate)")
+    up.add_argument("--hops", type=int, default=12, metavar="N",
+                    help="routers between host and servers, the ISP included (default: 12)")
+    up.add_argument("--root-uplinks", action="store_true",
+                    help="end the uplinks in this (root) namespace instead of a lab host namespace")
+    down = _verb(lab_verbs, "down", lab_down, "remove the lab, also after an interrupted up",
+                 "mpsocks-run lab down")
+    add_lab_name_option(down)
+    status = lab_verbs.add_parser("status", **_help("show the lab's topology and whether it is up",
+                                                    "mpsocks-run lab status --json"))
+    status.set_defaults(command=lab_status)
+    add_lab_name_option(status)
+    status.add_argument("--json", action="store_true", help="print the topology as JSON")
     return parser
+
+
+def add_lab_name_option(parser: argparse.ArgumentParser) -> None:
+    """--name NAME of the lab (several labs with different names can coexist)."""
+    parser.add_argument("--name", type=lab_name, default="mpslab",
+                        help="name of the lab; it prefixes the lab's namespaces (default: mpslab)")
 
 
 # Running ----------------------------------------------------------------------------------------
@@ -231,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     with cancel_on_sigint() as cancel:
         try:
             args = build_parser().parse_args(argv)
+            if "command" in args:
+                return args.command(args)
             options = RunOptions(check=args.check, diff=args.diff, verbosity=args.verbose,
                                  artifacts_dir=args.artifacts_dir)
             return run(args.run_name, args.play(args), options, cancel)

@@ -1,0 +1,303 @@
+# -*- coding: utf-8 -*-
+# Copyright: mpsocks developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The lab's plan: every namespace, link, address, route, shaper, middlebox and server.
+
+``lab_plan()`` is pure: from a few settings it derives the whole topology as plain data.
+The lab role loops over it, ``mpsocks-run lab status`` prints it, the tests read it.
+
+::
+
+  host ══ uplink i ══ isp i ─┐
+  (lab0 198.18.i.2)  (cust)  └ r1 ─ r2 ─ ... ─ r(hops-1) ─ net (servers on lo)
+
+Addresses come from 198.18.0.0/15, the block reserved for benchmarking (RFC 2544):
+uplink i is 198.18.i.0/24 (host .2, ISP .1), ISP i's link to the core 198.18.(64+i).0/24,
+router link j 198.18.(128+j).0/24, the servers 198.19.0.0/24 (held by the net namespace's
+link towards the ISPs).  A server's packet crosses
+``hops`` routers (the ISP and hops-1 core routers), so it reaches the host with TTL 64-hops.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import re
+
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
+
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9]{0,9}\Z")
+UPLINK_PREFIX_PATTERN = re.compile(r"[a-z][a-z0-9]{0,10}\Z")
+MIDDLEBOXES = ("none", "optimizer", "strip", "drop-mptcp")
+MAX_UPLINKS = 8
+MAX_HOPS = 40
+LAB_NETWORK = "198.18.0.0/15"
+SERVER_NETWORK = "198.19.0.0/24"
+SERVERS = (
+    # name, address, extra arguments of the server program
+    ("check", "198.19.0.10", []),
+    ("download", "198.19.0.11", []),
+    ("plain", "198.19.0.12", ["--tcp"]),
+)
+SERVER_PORT = 80
+OPTIMIZER = {"port": 3129, "ttl": 128, "mss": 1360, "priority_class": 20}
+ISP_INTERFACE = "cust"
+CORE_INTERFACE = "core"
+DEFAULTS = {
+    "name": "mpslab",
+    "uplinks": [{}, {}],
+    "hops": 12,
+    "host_netns": True,
+    "uplink_prefix": "lab",
+    "table_base": 6650,
+    "run_root": "/run/mpsocks/lab",
+}
+UPLINK_DEFAULTS = {"rate_mbit": 20, "middlebox": "none", "optimizer_rate_mbit": None, "delay_ms": 0}
+
+
+def namespace_pattern(name):
+    """Regular expression matching every namespace lab NAME can make (for teardown)."""
+    return r"%s-(host|net|isp[0-9]+|r[0-9]+)" % re.escape(name)
+
+
+def _number(value, option, low, high, integer=False):
+    """VALUE as a number within [LOW, HIGH], or a one-line error naming OPTION."""
+    if isinstance(value, bool):
+        raise MpsocksError("%s: %r is not a number" % (option, value))
+    try:
+        number = int(value) if integer else float(value)
+    except (TypeError, ValueError):
+        raise MpsocksError(
+            "%s: %r is not a%s number" % (option, value, "n integer" if integer else "")
+        ) from None
+    if integer and number != float(value):
+        raise MpsocksError("%s: %r is not an integer" % (option, value))
+    if not low <= number <= high:
+        raise MpsocksError("%s: %s is outside %s..%s" % (option, value, low, high))
+    return int(number) if integer or number == int(number) else number
+
+
+def _uplink_settings(position, item):
+    """One uplink's settings with defaults filled in; a rate alone may be given as a number."""
+    label = "uplinks[%d]" % position
+    if item is None:
+        item = {}
+    elif not isinstance(item, dict):
+        item = {"rate_mbit": item}
+    unknown = sorted(set(item) - set(UPLINK_DEFAULTS))
+    if unknown:
+        raise MpsocksError(
+            "%s: unknown setting %r (known: %s)" % (label, unknown[0], ", ".join(UPLINK_DEFAULTS))
+        )
+    settings = dict(UPLINK_DEFAULTS, **{key: value for key, value in item.items() if value is not None})
+    settings["rate_mbit"] = _number(settings["rate_mbit"], label + ".rate_mbit", 0.1, 10000)
+    if settings["middlebox"] not in MIDDLEBOXES:
+        raise MpsocksError(
+            "%s.middlebox: %r is not one of %s" % (label, settings["middlebox"], ", ".join(MIDDLEBOXES))
+        )
+    if settings["optimizer_rate_mbit"] is not None:
+        if settings["middlebox"] != "optimizer":
+            raise MpsocksError("%s.optimizer_rate_mbit: only an optimizer uplink has one" % label)
+        settings["optimizer_rate_mbit"] = _number(
+            settings["optimizer_rate_mbit"], label + ".optimizer_rate_mbit", 0.1, 10000
+        )
+    settings["delay_ms"] = _number(settings["delay_ms"], label + ".delay_ms", 0, 10000)
+    return settings
+
+
+def _settings(params):
+    """PARAMS with defaults filled in and checked; one-line errors name the bad setting."""
+    settings = dict(DEFAULTS, **{key: value for key, value in params.items() if value is not None})
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise MpsocksError("lab: unknown setting %r" % unknown[0])
+    if not isinstance(settings["name"], str) or not NAME_PATTERN.match(settings["name"]):
+        raise MpsocksError(
+            "name: %r must be 1-10 lower-case letters or digits, starting with a letter" % (settings["name"],)
+        )
+    if not isinstance(settings["uplink_prefix"], str) or not UPLINK_PREFIX_PATTERN.match(
+        settings["uplink_prefix"]
+    ):
+        raise MpsocksError(
+            "uplink_prefix: %r must be 1-11 lower-case letters or digits, starting with a letter"
+            % (settings["uplink_prefix"],)
+        )
+    uplinks = settings["uplinks"]
+    if not isinstance(uplinks, list) or not 1 <= len(uplinks) <= MAX_UPLINKS:
+        raise MpsocksError("uplinks: give 1 to %d uplinks" % MAX_UPLINKS)
+    settings["uplinks"] = [_uplink_settings(position, item) for position, item in enumerate(uplinks)]
+    settings["hops"] = _number(settings["hops"], "hops", 1, MAX_HOPS, integer=True)
+    settings["table_base"] = _number(
+        settings["table_base"], "table_base", 1, 32000 - MAX_UPLINKS, integer=True
+    )
+    if not isinstance(settings["host_netns"], bool):
+        raise MpsocksError("host_netns: %r is not a boolean" % (settings["host_netns"],))
+    if not os.path.isabs(str(settings["run_root"])):
+        raise MpsocksError("run_root: %r is not an absolute path" % (settings["run_root"],))
+    return settings
+
+
+def _veth(netns, name, addresses, peer_netns, peer, peer_addresses):
+    return {
+        "netns": netns,
+        "name": name,
+        "addresses": addresses,
+        "peer_netns": peer_netns,
+        "peer": peer,
+        "peer_addresses": peer_addresses,
+    }
+
+
+def _route(netns, to, via, dev, metric=0):
+    return {"netns": netns, "to": to, "via": via, "dev": dev, "metric": metric}
+
+
+def lab_plan(params):
+    """The whole lab as data, from PARAMS (see DEFAULTS); raises MpsocksError on bad input."""
+    s = _settings(params)
+    name = s["name"]
+    host = "%s-host" % name if s["host_netns"] else None
+    net = "%s-net" % name
+    routers = ["%s-r%d" % (name, j) for j in range(1, s["hops"])]
+    core = routers + [net]  # the chain from the ISPs' side to the servers
+    uplinks, links, routes, shapers, middleboxes, source_rules, daemons = [], [], [], [], [], [], []
+    run_dir = "%s/%s" % (s["run_root"].rstrip("/"), name)
+    for i, settings in enumerate(s["uplinks"]):
+        isp = "%s-isp%d" % (name, i)
+        uplink = {
+            "index": i,
+            "name": "%s%d" % (s["uplink_prefix"], i),
+            "address": "198.18.%d.2/24" % i,
+            "gateway": "198.18.%d.1" % i,
+            "isp_netns": isp,
+            "isp_interface": ISP_INTERFACE,
+            "table": s["table_base"] + i,
+        }
+        uplink.update(settings)
+        uplinks.append(uplink)
+        links.append(
+            _veth(host, uplink["name"], [uplink["address"]], isp, ISP_INTERFACE, ["198.18.%d.1/24" % i])
+        )
+        links.append(
+            _veth(
+                isp,
+                CORE_INTERFACE,
+                ["198.18.%d.2/24" % (64 + i)],
+                core[0],
+                "isp%d" % i,
+                ["198.18.%d.1/24" % (64 + i)],
+            )
+        )
+        routes.append(_route(isp, "default", "198.18.%d.1" % (64 + i), CORE_INTERFACE))
+        routes.append(_route(core[0], "198.18.%d.0/24" % i, "198.18.%d.2" % (64 + i), "isp%d" % i))
+        source_rules.append(
+            {
+                "netns": host,
+                "table": uplink["table"],
+                "source": "198.18.%d.2/32" % i,
+                "routes": [{"to": "default", "via": uplink["gateway"], "dev": uplink["name"]}],
+            }
+        )
+        if host is not None:
+            routes.append(_route(host, "default", uplink["gateway"], uplink["name"], metric=100 + i))
+        classes = []
+        if settings["middlebox"] != "none":
+            middleboxes.append(
+                {
+                    "netns": isp,
+                    "interface": ISP_INTERFACE,
+                    "kind": settings["middlebox"],
+                    "proxy_port": OPTIMIZER["port"],
+                }
+            )
+        if settings["middlebox"] == "optimizer":
+            argv = [
+                "optimizer",
+                "--listen",
+                "0.0.0.0:%d" % OPTIMIZER["port"],
+                "--ttl",
+                str(OPTIMIZER["ttl"]),
+                "--mss",
+                str(OPTIMIZER["mss"]),
+            ]
+            if settings["optimizer_rate_mbit"] is not None:
+                classes.append(
+                    {"id": OPTIMIZER["priority_class"], "rate_mbit": settings["optimizer_rate_mbit"]}
+                )
+                argv += ["--priority", str(0x10000 | OPTIMIZER["priority_class"])]
+            daemons.append(
+                {"name": "optimizer-isp%d" % i, "netns": isp, "args": argv, "ready_port": OPTIMIZER["port"]}
+            )
+        # download direction: the ISP towards the subscriber; upload: the ISP towards the core
+        shapers.append(
+            {
+                "netns": isp,
+                "dev": ISP_INTERFACE,
+                "rate_mbit": settings["rate_mbit"],
+                "classes": classes,
+                "delay_ms": settings["delay_ms"],
+            }
+        )
+        shapers.append(
+            {
+                "netns": isp,
+                "dev": CORE_INTERFACE,
+                "rate_mbit": settings["rate_mbit"],
+                "classes": [],
+                "delay_ms": 0,
+            }
+        )
+    for j in range(1, len(core)):
+        link = 128 + j
+        links.append(
+            _veth(core[j - 1], "next", ["198.18.%d.1/24" % link], core[j], "prev", ["198.18.%d.2/24" % link])
+        )
+        routes.append(_route(core[j - 1], SERVER_NETWORK, "198.18.%d.2" % link, "next"))
+        routes.append(_route(core[j], "default", "198.18.%d.1" % link, "prev"))
+    server_link = [link for link in links if link["peer_netns"] == net][0]
+    server_link["peer_addresses"] = server_link["peer_addresses"] + [
+        "%s/32" % address for _, address, _ in SERVERS
+    ]
+    servers = {}
+    for server, address, extra in SERVERS:
+        servers[server] = "http://%s/" % address
+        daemons.append(
+            {
+                "name": server,
+                "netns": net,
+                "ready_port": SERVER_PORT,
+                "args": ["http", "--listen", "%s:%d" % (address, SERVER_PORT)] + extra,
+            }
+        )
+    lab_rule = None
+    if host is None:
+        lab_rule = {
+            "table": s["table_base"] + MAX_UPLINKS,
+            "destination": LAB_NETWORK,
+            "routes": [{"to": LAB_NETWORK, "via": uplinks[0]["gateway"], "dev": uplinks[0]["name"]}],
+        }
+    return {
+        "name": name,
+        "run_dir": run_dir,
+        "hops": s["hops"],
+        "server_ttl_at_host": 64 - s["hops"],
+        "host_netns": host,
+        "server_netns": net,
+        "routers": routers,
+        "namespace_pattern": namespace_pattern(name),
+        "namespaces": ([host] if host else []) + [u["isp_netns"] for u in uplinks] + routers + [net],
+        "forwarding": [u["isp_netns"] for u in uplinks] + routers,
+        "uplinks": uplinks,
+        "links": links,
+        "routes": routes,
+        "source_rules": source_rules,
+        "lab_rule": lab_rule,
+        "tables": list(range(s["table_base"], s["table_base"] + MAX_UPLINKS + 1)),
+        "shapers": shapers,
+        "middleboxes": middleboxes,
+        "optimizer": dict(OPTIMIZER),
+        "servers": servers,
+        "daemons": daemons,
+        "settings": s,
+    }

@@ -1,0 +1,126 @@
+"""The lab's plan: names, addresses, hops, shapers, middleboxes, servers, and bad settings."""
+
+import ipaddress
+import re
+
+import pytest
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.lab import lab_plan
+
+
+def test_default_lab_is_two_uplinks_twelve_hops_in_namespaces():
+    plan = lab_plan({})
+    assert plan["host_netns"] == "mpslab-host"
+    assert plan["namespaces"] == (["mpslab-host", "mpslab-isp0", "mpslab-isp1"]
+                                  + [f"mpslab-r{j}" for j in range(1, 12)] + ["mpslab-net"])
+    uplinks = [(u["name"], u["address"], u["gateway"], u["rate_mbit"], u["middlebox"]) for u in plan["uplinks"]]
+    assert uplinks == [
+        ("lab0", "198.18.0.2/24", "198.18.0.1", 20, "none"),
+        ("lab1", "198.18.1.2/24", "198.18.1.1", 20, "none")]
+    assert plan["server_ttl_at_host"] == 52 and plan["lab_rule"] is None
+    assert plan["servers"] == {"check": "http://198.19.0.10/", "download": "http://198.19.0.11/",
+                               "plain": "http://198.19.0.12/"}
+    assert plan["middleboxes"] == []
+    assert {d["name"] for d in plan["daemons"]} == {"check", "download", "plain"}
+
+
+def _sides(link):
+    """Both ends of a veth as (netns, addresses), each with the other end."""
+    near, far = (link["netns"], link["addresses"]), (link["peer_netns"], link["peer_addresses"])
+    return ((near, far), (far, near))
+
+
+def _next_hop(plan, netns, destination):
+    """The namespace a packet to DESTINATION goes to from NETNS (None: delivered), from the plan alone."""
+    dest = ipaddress.ip_address(destination)
+    ends = [(here, there) for link in plan["links"] for here, there in _sides(link) if here[0] == netns]
+    if any(dest in ipaddress.ip_interface(a).network for here, _ in ends for a in here[1]):
+        return None  # on a connected subnet (or the namespace's own address)
+    matching = [r for r in plan["routes"] if r["netns"] == netns
+                and (r["to"] == "default" or dest in ipaddress.ip_network(r["to"]))]
+    best = max(
+        matching, key=lambda r: -1 if r["to"] == "default" else ipaddress.ip_network(r["to"]).prefixlen)
+    gateway = ipaddress.ip_address(best["via"])
+    for _, there in ends:
+        if any(ipaddress.ip_interface(a).ip == gateway for a in there[1]):
+            return there[0]
+    raise AssertionError(f"{netns}: no neighbour holds {gateway}")
+
+
+@pytest.mark.parametrize("hops", [1, 2, 12])
+def test_a_packet_crosses_exactly_hops_routers_each_way(hops):
+    plan = lab_plan({"hops": hops, "uplinks": [20, 20, 20]})
+    server_netns = plan["server_netns"]
+    for uplink in plan["uplinks"]:
+        # towards the server: the host hands to its ISP (source routing), then routes
+        path, netns = [], uplink["isp_netns"]
+        while netns is not None:
+            path.append(netns)
+            netns = _next_hop(plan, netns, "198.19.0.10")
+        assert path[-1] == server_netns and len(path) - 1 == hops
+        # back to the host's uplink address
+        path, netns = [], server_netns
+        while netns is not None:
+            path.append(netns)
+            netns = _next_hop(plan, netns, uplink["address"].split("/")[0])
+        assert path[-1] == uplink["isp_netns"] and len(path) - 1 == hops  # the ISP delivers to the host
+
+
+def test_addresses_are_unique_and_inside_the_benchmarking_block():
+    plan = lab_plan({"uplinks": [1] * 8, "hops": 40})
+    addresses = [a for link in plan["links"] for a in link["addresses"] + link["peer_addresses"]]
+    assert len(addresses) == len(set(addresses))
+    block = ipaddress.ip_network("198.18.0.0/15")
+    assert all(ipaddress.ip_interface(a).ip in block for a in addresses)
+    names = [netns for netns in plan["namespaces"]]
+    assert all(re.fullmatch(plan["namespace_pattern"], n) for n in names)
+    assert not re.fullmatch(plan["namespace_pattern"], "mpslab2-host")
+
+
+def test_middleboxes_optimizer_rate_and_shapers():
+    plan = lab_plan({"uplinks": [20, {"rate_mbit": 5, "middlebox": "optimizer", "optimizer_rate_mbit": 40},
+                                 {"middlebox": "strip"}]})
+    assert [(m["netns"], m["kind"]) for m in plan["middleboxes"]] == [
+        ("mpslab-isp1", "optimizer"), ("mpslab-isp2", "strip")]
+    shaper = [s for s in plan["shapers"] if s["netns"] == "mpslab-isp1" and s["dev"] == "cust"][0]
+    assert shaper["rate_mbit"] == 5 and shaper["classes"] == [{"id": 20, "rate_mbit": 40}]
+    optimizer = [d for d in plan["daemons"] if d["name"] == "optimizer-isp1"][0]
+    assert optimizer["netns"] == "mpslab-isp1" and "--priority" in optimizer["args"]
+    assert optimizer["args"][optimizer["args"].index("--priority") + 1] == str(0x10014)
+    assert len(plan["shapers"]) == 6  # both directions of each uplink
+
+
+def test_root_mode_adds_only_lab_interfaces_rules_and_tables():
+    plan = lab_plan({"host_netns": False, "uplink_prefix": "tlab", "table_base": 7000})
+    assert plan["host_netns"] is None and "mpslab-host" not in plan["namespaces"]
+    assert [link["name"] for link in plan["links"] if link["netns"] is None] == ["tlab0", "tlab1"]
+    assert [route for route in plan["routes"] if route["netns"] is None] == []  # main table untouched
+    assert plan["lab_rule"]["table"] == 7008 and plan["lab_rule"]["destination"] == "198.18.0.0/15"
+    assert [rule["table"] for rule in plan["source_rules"]] == [7000, 7001]
+
+
+@pytest.mark.parametrize("settings, needle", [
+    ({"name": "Lab"}, "name: 'Lab'"),
+    ({"name": "a-b"}, "name: 'a-b'"),
+    ({"uplinks": []}, "uplinks: give 1 to 8"),
+    ({"uplinks": [20] * 9}, "uplinks: give 1 to 8"),
+    ({"uplinks": [0]}, "uplinks[0].rate_mbit: 0 is outside"),
+    ({"uplinks": ["fast"]}, "uplinks[0].rate_mbit: 'fast' is not a number"),
+    ({"uplinks": [{"middlebox": "nat"}]}, "uplinks[0].middlebox: 'nat' is not one of"),
+    ({"uplinks": [{"optimizer_rate_mbit": 5}]}, "only an optimizer uplink"),
+    ({"uplinks": [{"speed": 5}]}, "uplinks[0]: unknown setting 'speed'"),
+    ({"hops": 0}, "hops: 0 is outside 1..40"),
+    ({"hops": 2.5}, "hops: 2.5 is not an integer"),
+    ({"host_netns": "yes"}, "host_netns: 'yes' is not a boolean"),
+    ({"uplink_prefix": "eth"}, None),
+    ({"uplink_prefix": "averylongprefix"}, "uplink_prefix"),
+    ({"run_root": "relative"}, "run_root: 'relative' is not an absolute path"),
+    ({"colour": "red"}, "lab: unknown setting 'colour'"),
+])
+def test_bad_settings_give_one_line_naming_the_setting(settings, needle):
+    if needle is None:
+        lab_plan(settings)
+        return
+    with pytest.raises(MpsocksError) as error:
+        lab_plan(settings)
+    assert needle in str(error.value) and "\n" not in str(error.value)
