@@ -13,7 +13,8 @@ def test_default_lab_is_two_uplinks_twelve_hops_in_namespaces():
     assert plan["host_netns"] == "mpslab-host"
     assert plan["namespaces"] == (["mpslab-host", "mpslab-isp0", "mpslab-isp1"]
                                   + [f"mpslab-r{j}" for j in range(1, 12)] + ["mpslab-net"])
-    uplinks = [(u["name"], u["address"], u["gateway"], u["rate_mbit"], u["middlebox"]) for u in plan["uplinks"]]
+    uplinks = [(u["name"], u["address"], u["gateway"], u["rate_mbit"], u["middlebox"])
+               for u in plan["uplinks"]]
     assert uplinks == [
         ("lab0", "198.18.0.2/24", "198.18.0.1", 20, "none"),
         ("lab1", "198.18.1.2/24", "198.18.1.1", 20, "none")]
