@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from mpsocks_testlib import (
@@ -28,15 +31,37 @@ def _is_root() -> bool:
     return os.geteuid() == 0
 
 
+#: Every address block the tests use; none of it may ever appear on the machine's real interface.
+TEST_NETWORKS = ("198.18.0.0/15", "10.66.0.0/16", "10.199.0.0/16")
+OUTSIDE = "eth0"
+
+
+@contextlib.contextmanager
+def hermetic_capture(path: Path):
+    """Capture on the machine's real interface into PATH while inside; yields a function listing leaks."""
+    bpf = " or ".join(f"net {network}" for network in TEST_NETWORKS)
+    proc = subprocess.Popen(["tcpdump", "-n", "-U", "-i", OUTSIDE, "-w", str(path), bpf],
+                            stderr=subprocess.PIPE, text=True)
+    started = proc.stderr.readline()
+    assert "listening" in started, f"cannot capture on {OUTSIDE}: {started}"
+    try:
+        yield lambda: sh("tcpdump", "-n", "-r", str(path), check=False) if path.exists() else ""
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="session", autouse=True)
-def root_namespace_untouched():
+def root_namespace_untouched(tmp_path_factory):
     """Fail the session if any test changed the machine's own namespace."""
     if not _is_root():
         yield
         return
     before = snapshot()
-    yield
+    with hermetic_capture(tmp_path_factory.mktemp("hermetic") / "outside.pcap") as leaked:
+        yield
     after = snapshot()
+    assert not leaked(), f"test traffic left the machine on {OUTSIDE}:\n{leaked()}"
     for key in before:
         assert after[key] == before[key], f"tests changed the root namespace's {key}"
     left = netns_names() & CREATED

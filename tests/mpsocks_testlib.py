@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import itertools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -153,3 +155,31 @@ def ansible_playbook(playbook: Path, inventory: Path, *extra: str, extravars: di
     recap = {m[0]: dict(zip(("ok", "changed", "unreachable", "failed"), map(int, m[1:]), strict=True))
              for m in RECAP.findall(output)}
     return proc.returncode, output, recap
+
+
+def runner_env() -> dict:
+    """Environment that runs ``python -m mpsocks`` from this checkout."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "runner"), str(collections_root())]))
+
+
+def mpsocks_run(*args: str, artifacts: Path) -> tuple[int, str]:
+    """The CLI from this checkout, as a user runs it; returns (exit code, stdout + stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "mpsocks", *args, "--artifacts-dir", str(artifacts)],
+                          capture_output=True, text=True, env=runner_env())
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def changed_count(output: str, host: str) -> int:
+    """The changed= figure of HOST in Ansible's recap within OUTPUT."""
+    counts = {m[0]: int(m[2]) for m in RECAP.findall(output)}
+    assert host in counts, f"no recap line for {host}:\n{output}"
+    return counts[host]
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL process PID and every descendant (what a killed terminal session leaves behind)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    for child in children:
+        kill_tree(int(child))

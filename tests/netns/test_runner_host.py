@@ -6,53 +6,38 @@ import subprocess
 import sys
 import time
 
-from mpsocks_testlib import RECAP, REPO, assert_unchanged, sh, snapshot
-
-
-def mpsocks_run(*args, tmp_path):
-    """The CLI from this checkout, as a user runs it; returns (exit code, output)."""
-    proc = subprocess.run([sys.executable, "-m", "mpsocks", *args, "--artifacts-dir", str(tmp_path / "runs")],
-                          capture_output=True, text=True, env=_env())
-    return proc.returncode, proc.stdout + proc.stderr
-
-
-def _env():
-    return dict(os.environ, PYTHONPATH=str(REPO / "runner"))
-
-
-def changed(output, host):
-    counts = {m[0]: int(m[2]) for m in RECAP.findall(output)}
-    return counts[host]
+from mpsocks_testlib import assert_unchanged, changed_count, mpsocks_run, runner_env, sh, snapshot
 
 
 def test_up_up_down(netns, uplinks, tmp_path):
     before = snapshot(netns)
     up = ("host", "up", "--netns", netns, "--uplinks", "up0,up1=10.199.1.1")
 
-    rc, output = mpsocks_run(*up, "--check", "--diff", tmp_path=tmp_path)
-    assert rc == 0 and changed(output, netns) == 3, output
+    rc, output = mpsocks_run(*up, "--check", "--diff", artifacts=tmp_path / "runs")
+    assert rc == 0 and changed_count(output, netns) == 3, output
     assert '+  "name": "mptcp1",' in output, "--diff shows what would change"
     assert_unchanged(before, netns)
 
-    rc, output = mpsocks_run(*up, tmp_path=tmp_path)
-    assert rc == 0 and changed(output, netns) == 3, output
+    rc, output = mpsocks_run(*up, artifacts=tmp_path / "runs")
+    assert rc == 0 and changed_count(output, netns) == 3, output
     assert f"changed     [{netns}] mpsocks.mptcp.host_network : Tap per uplink" in output
     assert "default via 10.199.1.1 dev up1" in sh("ip", "route", "show", "table", "6607", netns=netns)
     assert (tmp_path / "runs" / "latest" / "stdout").exists()
 
-    rc, output = mpsocks_run(*up, tmp_path=tmp_path)
-    assert rc == 0 and changed(output, netns) == 0, output
+    rc, output = mpsocks_run(*up, artifacts=tmp_path / "runs")
+    assert rc == 0 and changed_count(output, netns) == 0, output
 
-    rc, output = mpsocks_run("host", "down", "--netns", netns, tmp_path=tmp_path)
-    assert rc == 0 and changed(output, netns) == 3, output
+    rc, output = mpsocks_run("host", "down", "--netns", netns, artifacts=tmp_path / "runs")
+    assert rc == 0 and changed_count(output, netns) == 3, output
     assert_unchanged(before, netns)
-    rc, output = mpsocks_run("host", "down", "--netns", netns, tmp_path=tmp_path)
-    assert rc == 0 and changed(output, netns) == 0, output
+    rc, output = mpsocks_run("host", "down", "--netns", netns, artifacts=tmp_path / "runs")
+    assert rc == 0 and changed_count(output, netns) == 0, output
 
 
 def test_failure_exit_code_and_message(netns, uplinks, tmp_path):
     before = snapshot(netns)
-    rc, output = mpsocks_run("host", "up", "--netns", netns, "--uplinks", "up0,wlp9s9", tmp_path=tmp_path)
+    rc, output = mpsocks_run("host", "up", "--netns", netns, "--uplinks", "up0,wlp9s9",
+                             artifacts=tmp_path / "runs")
     assert rc == 2, output
     assert "wlp9s9: routes[0].dev: interface 'wlp9s9' does not exist" in output
     assert "Traceback" not in output
@@ -64,7 +49,7 @@ def test_ctrl_c_cancels_cleanly_and_down_cleans_up(netns, uplinks, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "mpsocks", "host", "up", "--netns", netns, "--uplinks", "up0,up1",
          "--artifacts-dir", str(tmp_path / "runs")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), start_new_session=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=runner_env(), start_new_session=True)
     seen, deadline = "", time.monotonic() + 120
     while "Tap per uplink" not in seen:
         line = proc.stdout.readline()
@@ -78,6 +63,6 @@ def test_ctrl_c_cancels_cleanly_and_down_cleans_up(netns, uplinks, tmp_path):
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout
     assert not leftovers.strip(), "processes of the cancelled run are still there"
 
-    rc, output = mpsocks_run("host", "down", "--netns", netns, tmp_path=tmp_path)
+    rc, output = mpsocks_run("host", "down", "--netns", netns, artifacts=tmp_path / "runs")
     assert rc == 0, output
     assert_unchanged(before, netns)

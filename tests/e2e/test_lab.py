@@ -1,0 +1,281 @@
+"""The lab end to end through ``mpsocks-run lab``: rates, TTLs, servers, middleboxes, idempotence, residue.
+
+Every lab here has a unique name, so its namespaces (NAME-host, NAME-isp0 ...) cannot collide with
+another run's; all traffic stays inside them.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mpsocks_testlib import (
+    assert_unchanged,
+    changed_count,
+    kill_tree,
+    mpsocks_run,
+    netns_names,
+    runner_env,
+    snapshot,
+    unique_name,
+)
+
+CLIENT = Path(__file__).with_name("lab_client.py")
+RUN_ROOT = Path("/run/mpsocks/lab")
+
+
+def lab_namespaces(name):
+    return {netns for netns in netns_names() if netns.startswith(f"{name}-")}
+
+
+def fetch(netns, url, *args):
+    """Run the test client inside NETNS; returns its JSON answer."""
+    proc = subprocess.run(["ip", "netns", "exec", netns, sys.executable, str(CLIENT), url, *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+class Capture:
+    """tcpdump on one interface of a namespace, read back with tshark (the reference dissector)."""
+
+    def __init__(self, netns, interface, path, bpf="tcp[tcpflags] & (tcp-syn|tcp-ack) == (tcp-syn|tcp-ack)"):
+        self.path = path
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, "tcpdump", "-n", "-U", "-i", interface, "-w", str(path), bpf],
+            stderr=subprocess.PIPE, text=True)
+        line = self.proc.stderr.readline()  # "listening on ..." once the capture runs
+        assert "listening" in line, line
+
+    def synacks(self):
+        """[(ttl, mss, wscale shift, source)] of the SYN/ACKs captured."""
+        time.sleep(0.3)
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=10)
+        out = subprocess.run(
+            ["tshark", "-r", str(self.path), "-Y", "tcp.flags.syn == 1 && tcp.flags.ack == 1", "-T", "fields",
+             "-e", "ip.ttl", "-e", "tcp.options.mss_val", "-e", "tcp.options.wscale.shift", "-e", "ip.src"],
+            capture_output=True, text=True, check=True).stdout
+        return [tuple(int(v) if v.isdigit() else v for v in line.split("\t")) for line in out.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+def _lab(artifacts, *args):
+    """A lab made by ``mpsocks-run lab up ARGS``; yields (name, status, output); down restores the machine."""
+    name = unique_name("t")
+    before = snapshot()
+    rc, output = mpsocks_run("lab", "up", "--name", name, *args, artifacts=artifacts)
+    try:
+        assert rc == 0, output
+        rc, status = mpsocks_run("lab", "status", "--name", name, "--json", artifacts=artifacts)
+        assert rc == 0, status
+        yield name, json.loads(status), output
+    finally:
+        rc, down = mpsocks_run("lab", "down", "--name", name, artifacts=artifacts)
+        assert rc == 0, down
+        assert not lab_namespaces(name)
+        assert not (RUN_ROOT / name).exists()
+        assert_unchanged(before)
+
+
+@pytest.fixture(scope="module")
+def lab(artifacts):
+    """Two uplinks shaped to 20 and 5 Mbit/s, twelve hops, no middlebox."""
+    yield from _lab(artifacts, "--rates", "20,5")
+
+
+@pytest.fixture(scope="module")
+def middlebox_lab(artifacts):
+    """Three uplinks: an optimizer on 0, an option stripper on 1, an MPTCP SYN dropper on 2; four hops."""
+    yield from _lab(artifacts, "--rates", "20,20,20", "--hops", "4", "--middlebox", "0=optimizer",
+                    "--middlebox", "1=strip", "--middlebox", "2=drop-mptcp")
+
+
+def test_status_describes_the_lab(lab):
+    name, status, _ = lab
+    assert status["up"] is True and status["host_netns"] == f"{name}-host"
+    assert [(u["name"], u["rate_mbit"], u["middlebox"]) for u in status["uplinks"]] == [
+        ("lab0", 20, "none"), ("lab1", 5, "none")]
+    assert status["servers"] == {"check": "http://198.19.0.10/", "download": "http://198.19.0.11/",
+                                 "plain": "http://198.19.0.12/"}
+    assert len(status["namespaces"]) == 1 + 2 + 11 + 1
+    assert all(status["processes_up"].values())
+
+
+def test_second_up_changes_nothing(lab, artifacts):
+    name, _, _ = lab
+    rc, output = mpsocks_run("lab", "up", "--name", name, "--rates", "20,5", artifacts=artifacts)
+    assert rc == 0 and changed_count(output, "localhost") == 0, output
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_plain_download_over_one_uplink_reaches_its_rate(lab, index):
+    name, status, _ = lab
+    uplink = status["uplinks"][index]
+    size = int(uplink["rate_mbit"] * 1e6 / 8 * 4)  # about four seconds at the configured rate
+    got = fetch(status["host_netns"], f"{status['servers']['download']}bytes/{size}",
+                "--bind", uplink["address"].split("/")[0])
+    assert got["status"] == 200 and got["length"] == size
+    assert got["sha256"] == got["headers"]["x-content-sha256"]
+    rate = got["length"] * 8 / got["seconds"] / 1e6
+    print(f"uplink {index}: {rate:.2f} Mbit/s of {uplink['rate_mbit']} ({rate / uplink['rate_mbit']:.0%})")
+    assert 0.85 * uplink["rate_mbit"] <= rate <= 1.0 * uplink["rate_mbit"]
+
+
+def test_server_synack_ttl_carries_the_hops(lab, tmp_path):
+    name, status, _ = lab
+    capture = Capture(status["host_netns"], "lab0", tmp_path / "ttl.pcap")
+    fetch(status["host_netns"], status["servers"]["check"], "--bind", "198.18.0.2")
+    synacks = capture.synacks()
+    print(f"SYN/ACKs at the host: {synacks}")
+    assert [s[0] for s in synacks] == [64 - status["hops"]] == [52]
+
+
+def test_check_server_tells_mptcp_from_plain(lab):
+    name, status, _ = lab
+    host, check, plain = status["host_netns"], status["servers"]["check"], status["servers"]["plain"]
+    mptcp = json.loads(fetch(host, check + "?format=json", "--mptcp")["body"])
+    assert mptcp["mptcp"] is True and mptcp["subflows"] == 2, mptcp  # the lab host has a subflow endpoint
+    assert mptcp["client"].startswith("198.18.0.2:")
+    assert json.loads(fetch(host, check + "?format=json")["body"])["mptcp"] is False
+    refused = fetch(host, plain + "?format=json", "--mptcp")
+    assert json.loads(refused["body"])["mptcp"] is False and refused["mptcp"] is False
+    text = fetch(host, check, "--mptcp")["body"]
+    assert "MPTCP" in text and text.endswith("\n")
+
+
+def test_optimizer_terminates_plain_tcp_only(middlebox_lab, tmp_path):
+    name, status, _ = middlebox_lab
+    host, check = status["host_netns"], status["servers"]["check"]
+    plain_capture = Capture(host, "lab0", tmp_path / "plain.pcap")
+    plain = json.loads(fetch(host, check + "?format=json", "--bind", "198.18.0.2")["body"])
+    (ttl, mss, wscale, source), = plain_capture.synacks()
+    print(f"optimizer, plain TCP: SYN/ACK ttl {ttl} mss {mss} wscale {wscale} from {source}; "
+          f"server saw {plain}")
+    assert (ttl, mss) == (128, status["optimizer"]["mss"])  # ISP adjacent: 128 - 0 hops
+    assert plain["client"].startswith("198.18.64.2:"), "the ISP re-originated the connection"
+
+    mptcp_capture = Capture(host, "lab0", tmp_path / "mptcp.pcap")
+    mptcp = json.loads(fetch(host, check + "?format=json", "--bind", "198.18.0.2", "--mptcp")["body"])
+    first = mptcp_capture.synacks()[0]
+    print(f"optimizer, MPTCP: SYN/ACK {first}; server saw {mptcp}")
+    assert first[0] == 64 - status["hops"] == 60
+    assert first[1] != status["optimizer"]["mss"] and first[2] != wscale
+    assert mptcp["mptcp"] is True and mptcp["client"].startswith("198.18.0.2:")
+
+
+def test_strip_makes_mptcp_fall_back(middlebox_lab):
+    name, status, _ = middlebox_lab
+    got = fetch(status["host_netns"], status["servers"]["check"] + "?format=json", "--bind", "198.18.1.2",
+                "--mptcp")
+    assert json.loads(got["body"])["mptcp"] is False and got["mptcp"] is False
+
+
+def test_drop_mptcp_connects_after_fallback(middlebox_lab):
+    name, status, _ = middlebox_lab
+    got = fetch(status["host_netns"], status["servers"]["check"] + "?format=json", "--bind", "198.18.2.2",
+                "--mptcp")
+    print(f"drop-mptcp: connected after {got['connect_seconds']:.1f} s without MPTCP")
+    assert got["status"] == 200 and json.loads(got["body"])["mptcp"] is False
+    assert got["connect_seconds"] > 0.9, "the MPTCP SYNs were dropped before the plain one went through"
+
+
+def test_down_is_a_no_op_when_nothing_is_up(artifacts):
+    before = snapshot()
+    rc, output = mpsocks_run("lab", "down", "--name", unique_name("t"), artifacts=artifacts)
+    assert rc == 0 and changed_count(output, "localhost") == 0, output
+    assert_unchanged(before)
+
+
+def test_check_mode_builds_nothing(artifacts):
+    name = unique_name("t")
+    before = snapshot()
+    rc, output = mpsocks_run("--check", "lab", "up", "--name", name, "--hops", "2", artifacts=artifacts)
+    assert rc == 0 and changed_count(output, "localhost") > 0, output
+    assert not lab_namespaces(name) and not (RUN_ROOT / name).exists()
+    assert_unchanged(before)
+
+
+def test_bad_input_is_one_line_and_changes_nothing(artifacts):
+    before = snapshot()
+    for args, needle in ((["--rates", "20,fast"], "'fast' is not a rate"),
+                         (["--middlebox", "2=optimizer"], "--middlebox: there is no uplink 2"),
+                         (["--middlebox", "0=firewall"], "'0=firewall' is not UPLINK=KIND"),
+                         (["--hops", "0"], "hops: 0 is outside 1..40"),
+                         (["--optimizer-rate", "5"], "--optimizer-rate: no uplink has")):
+        rc, output = mpsocks_run("lab", "up", "--name", unique_name("t"), *args, artifacts=artifacts)
+        assert rc == 2 and needle in output and len(output.strip().splitlines()) == 1, output
+    assert_unchanged(before)
+
+
+def test_killed_up_then_down_leaves_the_machine_as_before(artifacts):
+    name = unique_name("t")
+    before = snapshot()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mpsocks", "lab", "up", "--name", name, "--middlebox", "1=optimizer",
+         "--artifacts-dir", str(artifacts)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=runner_env(), start_new_session=True)
+    seen, deadline = "", time.monotonic() + 300
+    while not re.search(r"(changed|ok)\s+\[localhost\] mpsocks.mptcp.lab : Routes", seen):
+        line = proc.stdout.readline()
+        assert line and time.monotonic() < deadline, seen
+        seen += line
+    kill_tree(proc.pid)  # kill -9 of the runner and of everything it started, mid-play
+    proc.wait(timeout=30)
+    assert lab_namespaces(name), "the killed run had made namespaces"
+    rc, output = mpsocks_run("lab", "down", "--name", name, artifacts=artifacts)
+    assert rc == 0, output
+    assert not lab_namespaces(name) and not (RUN_ROOT / name).exists()
+    assert_unchanged(before)
+    leftovers = subprocess.run(["pgrep", "-f", f"{RUN_ROOT}/{name}/"], capture_output=True, text=True).stdout
+    assert not leftovers.strip(), "processes of the killed lab are still there"
+
+
+def test_lab_in_the_root_namespace_adds_only_its_own_objects(tmp_path):
+    """Uplinks in the current namespace (the libvirt case): only lab links, rules and tables appear."""
+    import fcntl  # one root-namespace lab per machine at a time: two would hold the same addresses
+
+    from mpsocks_testlib import REPO, ansible_playbook
+
+    with open("/run/lock/mpsocks-root-lab.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        name = unique_name("t")
+        prefix = f"{name[:8]}u"
+        settings = {"mpsocks_lab_name": name, "mpsocks_lab_host_netns": False, "mpsocks_lab_hops": 2,
+                    "mpsocks_lab_uplink_prefix": prefix, "mpsocks_lab_table_base": 6680}
+        before = snapshot()
+        playbook, inventory = REPO / "playbooks" / "lab.yml", REPO / "inventory" / "localhost.yml"
+        try:
+            rc, output, recap = ansible_playbook(playbook, inventory, extravars=settings)
+            assert rc == 0, output
+            links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+            assert f"{prefix}0@" in links and f"{prefix}1@" in links
+            rules = subprocess.run(["ip", "rule"], capture_output=True, text=True).stdout
+            assert "to 198.18.0.0/15 lookup 6688" in rules and "from 198.18.1.2 lookup 6681" in rules
+            got = fetch_here("http://198.19.0.10/?format=json")
+            assert got["client"].startswith("198.18.0.2:")
+            rc, output, recap = ansible_playbook(playbook, inventory, extravars=settings)
+            assert rc == 0 and recap["localhost"]["changed"] == 0, output
+        finally:
+            rc, output, recap = ansible_playbook(playbook, inventory,
+                                                 extravars=dict(settings, mpsocks_lab_state="absent"))
+            assert rc == 0, output
+        assert_unchanged(before)
+        assert not lab_namespaces(name)
+
+
+def fetch_here(url):
+    """The test client in the current namespace."""
+    proc = subprocess.run([sys.executable, str(CLIENT), url], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(json.loads(proc.stdout)["body"])
