@@ -127,3 +127,48 @@ def test_host_down_in_a_namespace():
         "ansible_host": "DOES-NOT-MATTER",
         "ansible_python_interpreter": sys.executable,
     }}}}
+
+
+def test_lab_up_passes_the_settings_to_the_lab_playbook():
+    play = _play(["lab", "up", "--name", "demo", "--rates", "20,5", "--middlebox", "1=optimizer",
+                  "--optimizer-rate", "40", "--hops", "6"])
+    assert play.playbook == RUNNER.parent / "playbooks" / "lab.yml"
+    assert play.inventory == RUNNER.parent / "inventory" / "localhost.yml"
+    assert play.extravars == {
+        "mpsocks_lab_state": "present", "mpsocks_lab_name": "demo", "mpsocks_lab_hops": 6,
+        "mpsocks_lab_host_netns": True,
+        "mpsocks_lab_uplinks": [{"rate_mbit": 20.0, "middlebox": "none"},
+                                {"rate_mbit": 5.0, "middlebox": "optimizer", "optimizer_rate_mbit": 40.0}],
+    }
+
+
+def test_lab_defaults_and_down():
+    up = _play(["lab", "up"])
+    assert up.extravars["mpsocks_lab_name"] == "mpslab" and up.extravars["mpsocks_lab_hops"] == 12
+    assert [u["rate_mbit"] for u in up.extravars["mpsocks_lab_uplinks"]] == [20.0, 20.0]
+    assert _play(["lab", "up", "--root-uplinks"]).extravars["mpsocks_lab_host_netns"] is False
+    assert _play(["lab", "down", "--name", "x1"]).extravars == {"mpsocks_lab_state": "absent",
+                                                                "mpsocks_lab_name": "x1"}
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["lab", "up", "--rates", "20,"], "'' is not a rate"),
+    (["lab", "up", "--rates", "0"], "rate 0 is outside"),
+    (["lab", "up", "--middlebox", "one=strip"], "'one=strip' is not UPLINK=KIND"),
+    (["lab", "up", "--middlebox", "5=strip"], "--middlebox: there is no uplink 5"),
+    (["lab", "up", "--hops", "99"], "hops: 99 is outside 1..40"),
+    (["lab", "up", "--name", "Big"], "'Big' is not a lab name"),
+    (["lab", "status", "--name", "a-b"], "'a-b' is not a lab name"),
+])
+def test_bad_lab_input_is_one_line_exit_2(argv, named, tmp_path, capsys):
+    assert cli.main([*argv, "--artifacts-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and named in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("argv", [["lab"], ["lab", "up"], ["lab", "down"], ["lab", "status"]])
+def test_lab_help_has_an_example(argv, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--help"])
+    assert "mpsocks-run lab" in capsys.readouterr().out

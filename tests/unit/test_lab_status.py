@@ -1,0 +1,43 @@
+"""mpsocks-run lab status: the recorded plan, what is alive, text and JSON."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.lab import lab_plan
+
+RUNNER = Path(__file__).resolve().parents[2] / "runner"
+sys.path.insert(0, str(RUNNER))
+
+from mpsocks import lab  # noqa: E402
+
+
+def test_no_lab_is_reported_as_not_up(tmp_path):
+    report = lab.status("nothere", str(tmp_path))
+    assert report == {"name": "nothere", "up": False, "run_dir": str(tmp_path / "nothere")}
+    assert lab.format_status(report) == f"lab nothere: not up (no plan in {tmp_path / 'nothere'})"
+
+
+def test_recorded_plan_with_nothing_running_is_degraded(tmp_path):
+    plan = lab_plan({"name": "ghost", "run_root": str(tmp_path),
+                     "uplinks": [20, {"rate_mbit": 5, "middlebox": "optimizer", "optimizer_rate_mbit": 30}]})
+    (tmp_path / "ghost").mkdir()
+    (tmp_path / "ghost" / "lab.json").write_text(json.dumps(plan))
+    report = lab.status("ghost", str(tmp_path))
+    assert report["up"] is False and not any(report["processes_up"].values())
+    assert [u["middlebox"] for u in report["uplinks"]] == ["none", "optimizer"]
+    text = lab.format_status(report)
+    assert text.startswith("lab ghost: DEGRADED, missing: ghost-host")
+    assert "uplink 1    lab1 198.18.1.2/24 gateway 198.18.1.1  5 Mbit/s  middlebox optimizer " \
+           "(terminated flows 30 Mbit/s)" in text
+    assert "hops        12 (a server's packets reach the host with TTL 52)" in text
+    assert "  download  http://198.19.0.11/bytes/N" in text
+
+
+def test_a_process_counts_only_in_its_namespace(tmp_path):
+    pid_file = tmp_path / "x.pid"
+    pid_file.write_text(f"{os.getpid()}\n")
+    assert lab._alive(pid_file, "certainly-not-a-namespace") is False
+    pid_file.write_text("not a pid\n")
+    assert lab._alive(pid_file, "x") is False
