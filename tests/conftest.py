@@ -40,7 +40,7 @@ OUTSIDE = "eth0"
 def hermetic_capture(path: Path):
     """Capture on the machine's real interface into PATH while inside; yields a function listing leaks."""
     bpf = " or ".join(f"net {network}" for network in TEST_NETWORKS)
-    proc = subprocess.Popen(["tcpdump", "-n", "-U", "-i", OUTSIDE, "-w", str(path), bpf],
+    proc = subprocess.Popen(["tcpdump", "-p", "-n", "-U", "-i", OUTSIDE, "-w", str(path), bpf],
                             stderr=subprocess.PIPE, text=True)
     started = proc.stderr.readline()
     assert "listening" in started, f"cannot capture on {OUTSIDE}: {started}"

@@ -56,6 +56,8 @@ def _rule_dict(msg):
         rule["iif"] = msg.get_attr("FRA_IIFNAME")
     if msg.get_attr("FRA_SRC"):
         rule["from"] = "%s/%d" % (msg.get_attr("FRA_SRC"), msg["src_len"])
+    if msg.get_attr("FRA_DST"):
+        rule["to"] = "%s/%d" % (msg.get_attr("FRA_DST"), msg["dst_len"])
     return rule
 
 
@@ -83,15 +85,25 @@ class PolicyRoute(KernelObject):
         if self.state == "absent":
             return
         iif, source = self.params.get("iif"), self.params.get("source")
-        if bool(iif) == bool(source):
-            raise MpsocksError("iif/source: give exactly one of them to select the traffic")
+        target = self.params.get("destination")
+        if iif and source:
+            raise MpsocksError("iif/source: give only one of them to select the traffic")
+        if not (iif or source or target):
+            raise MpsocksError("iif/source/destination: give at least one of them to select the traffic")
         self.rule = {"priority": self._priority()}
+        self.version = 4
         if iif:
             self.rule["iif"] = interface_name(iif, "iif")
-            self.version = 4
-        else:
+        if source:
             network = ip_network(source, "source")
             self.rule["from"] = str(network)
+            self.version = network.version
+        if target:
+            network = ip_network(target, "destination")
+            if source and network.version != self.version:
+                raise MpsocksError("destination: %s is IPv%d but source %s is IPv%d"
+                                   % (network, network.version, self.rule["from"], self.version))
+            self.rule["to"] = str(network)
             self.version = network.version
         self.routes = [self._route_spec(i, r) for i, r in enumerate(self.params.get("routes") or [])]
 
@@ -182,6 +194,10 @@ class PolicyRoute(KernelObject):
             network = ipaddress.ip_network(rule["from"])
             family = _family(network.version)
             args.update(src=str(network.network_address), src_len=network.prefixlen)
+        if "to" in rule:
+            network = ipaddress.ip_network(rule["to"])
+            family = _family(network.version)
+            args.update(dst=str(network.network_address), dst_len=network.prefixlen)
         with netlink_errors("%s rule %r for table %d" % (command, rule, self.table)):
             ipr.rule(command, family=family, **args)
 
@@ -205,7 +221,7 @@ class PolicyRoute(KernelObject):
 
 
 def _rule_order(rule):
-    return (rule["priority"], rule.get("iif", ""), rule.get("from", ""))
+    return (rule["priority"], rule.get("iif", ""), rule.get("from", ""), rule.get("to", ""))
 
 
 def _route_order(route):

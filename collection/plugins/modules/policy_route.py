@@ -16,6 +16,8 @@ description:
   - Manages one routing table and the C(ip rule) that selects it, e.g.
     C(ip rule add iif mptcp1 lookup 6607 priority 6607) plus
     C(ip route add default via 192.168.1.1 dev wlp1s0 table 6607).
+  - The rule selects traffic by incoming interface (O(iif)) or source (O(source)), by
+    destination (O(destination)), or by a destination together with one of the other two.
   - The table is treated as owned by this task; routes in it that are not listed are removed, and so
     are other rules that point to it.
   - The main table and every other table are never changed.
@@ -37,10 +39,17 @@ options:
   iif:
     description:
       - Select packets that arrive on this interface (C(ip rule iif)). Mutually exclusive with O(source).
+      - At least one of O(iif), O(source) and O(destination) is required with O(state=present).
     type: str
   source:
     description:
       - Select packets from this subnet (C(ip rule from)). Mutually exclusive with O(iif).
+    type: str
+  destination:
+    description:
+      - Select packets to this subnet (C(ip rule to)), alone or together with O(iif) or O(source)
+        (then a packet must match both).
+      - With O(source), both must be of the same address family.
     type: str
   routes:
     description:
@@ -100,6 +109,24 @@ EXAMPLES = r"""
       - via: 192.168.42.129
         dev: usb0
 
+- name: Only traffic to the lab's addresses goes through the lab's uplink
+  mpsocks.mptcp.policy_route:
+    table: 6616
+    destination: 198.18.0.0/15
+    routes:
+      - to: 198.18.0.0/15
+        via: 198.18.0.1
+        dev: mpslab0
+
+- name: Traffic from one address to one subnet
+  mpsocks.mptcp.policy_route:
+    table: 6617
+    source: 10.66.8.2/32
+    destination: 198.19.0.0/24
+    routes:
+      - via: auto
+        dev: usb0
+
 - name: Remove the table and its rule
   mpsocks.mptcp.policy_route:
     table: 6607
@@ -117,7 +144,8 @@ policy_route:
       type: int
       sample: 6607
     rules:
-      description: Rules pointing to the table, each with C(priority) and C(iif) or C(from).
+      description: Rules pointing to the table, each with C(priority) and those of C(iif), C(from) and C(to)
+        it selects by.
       type: list
       elements: dict
       sample: [{"priority": 6607, "iif": "mptcp1"}]
@@ -140,6 +168,7 @@ def build_module():
             priority=dict(type="int"),
             iif=dict(type="str"),
             source=dict(type="str"),
+            destination=dict(type="str"),
             routes=dict(
                 type="list",
                 elements="dict",

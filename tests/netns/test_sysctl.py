@@ -1,0 +1,97 @@
+"""mpsocks.mptcp.sysctl against /proc/sys/net of a fresh namespace (read with cat, not the module)."""
+
+from mpsocks_testlib import assert_unchanged, run_module, sh, snapshot
+
+
+def proc(netns, path):
+    """The raw text of /proc/sys/PATH as the namespace's kernel prints it."""
+    return sh("cat", f"/proc/sys/{path}", netns=netns)
+
+
+def test_integer_setting_check_mode_diff_read_back_and_idempotence(netns):
+    assert proc(netns, "net/ipv4/ip_forward") == "0\n"
+    root_before = proc(None, "net/ipv4/ip_forward")
+    args = dict(name="net.ipv4.ip_forward", value="1", netns=netns)
+
+    predicted = run_module("sysctl", check=True, **args)
+    assert predicted["changed"] is True
+    assert predicted["diff"]["before"] == {"name": "net.ipv4.ip_forward", "value": "0"}
+    assert predicted["diff"]["after"] == {"name": "net.ipv4.ip_forward", "value": "1"}
+    assert proc(netns, "net/ipv4/ip_forward") == "0\n"
+
+    done = run_module("sysctl", **args)
+    assert done["changed"] is True and done["sysctl"] == predicted["sysctl"]
+    assert proc(netns, "net/ipv4/ip_forward") == "1\n"
+    assert proc(None, "net/ipv4/ip_forward") == root_before  # only the namespace's copy changed
+    assert run_module("sysctl", **args)["changed"] is False
+    assert run_module("sysctl", check=True, **args)["changed"] is False
+    # The integer is compared as a number: " 01 " is 1.
+    assert run_module("sysctl", name="net.ipv4.ip_forward", value=" 01 ", netns=netns)["changed"] is False
+
+    back = run_module("sysctl", name="net.ipv4.ip_forward", value="0", netns=netns)
+    assert back["changed"] is True and proc(netns, "net/ipv4/ip_forward") == "0\n"
+
+
+def test_interface_keys_even_when_the_name_holds_dots(netns):
+    for name in ("lab0", "lab0.7"):
+        sh("ip", "link", "add", name, "type", "veth", "peer", "name", f"p{name}", netns=netns)
+    assert proc(netns, "net/ipv4/conf/lab0.7/rp_filter").strip() != "2"
+    lab0_before = proc(netns, "net/ipv4/conf/lab0/rp_filter")
+
+    done = run_module("sysctl", name="net.ipv4.conf.lab0.7.rp_filter", value="2", netns=netns)
+    assert done["changed"] is True and done["sysctl"]["value"] == "2"
+    assert proc(netns, "net/ipv4/conf/lab0.7/rp_filter") == "2\n"
+    assert proc(netns, "net/ipv4/conf/lab0/rp_filter") == lab0_before
+    # The slash form of sysctl(8) names the same key.
+    slashed = run_module("sysctl", name="net/ipv4/conf/lab0.7/rp_filter", value="2", netns=netns)
+    assert slashed["changed"] is False and slashed["sysctl"]["value"] == "2"
+
+    assert run_module("sysctl", name="net.ipv4.conf.lab0.rp_filter", value="2", netns=netns)["changed"]
+    assert proc(netns, "net/ipv4/conf/lab0/rp_filter") == "2\n"
+
+
+def test_vector_values_compare_with_whitespace_normalised(netns):
+    root_before = proc(None, "net/ipv4/tcp_rmem")
+    wanted = "4096 65536 4194304"
+    assert " ".join(proc(netns, "net/ipv4/tcp_rmem").split()) != wanted
+
+    predicted = run_module("sysctl", check=True, name="net.ipv4.tcp_rmem", value="4096  65536 4194304",
+                           netns=netns)
+    assert predicted["changed"] is True and predicted["sysctl"]["value"] == wanted
+    done = run_module("sysctl", name="net.ipv4.tcp_rmem", value="4096  65536 4194304", netns=netns)
+    assert done["changed"] is True and done["sysctl"] == predicted["sysctl"]
+    assert proc(netns, "net/ipv4/tcp_rmem") == "4096\t65536\t4194304\n"  # /proc prints tabs
+    again = run_module("sysctl", name="net.ipv4.tcp_rmem", value="4096\t65536\t4194304", netns=netns)
+    assert again["changed"] is False
+    assert proc(None, "net/ipv4/tcp_rmem") == root_before
+
+
+def test_bad_names_and_values_fail_with_one_line_and_change_nothing(netns):
+    before = snapshot(netns)
+    rmem_before = proc(netns, "net/ipv4/tcp_rmem")
+    cases = [
+        ("not under net.", dict(name="kernel.hostname", value="x")),
+        ("not under net.", dict(name="vm.swappiness", value="10")),
+        ("'net.ipv4.no_such_key'", dict(name="net.ipv4.no_such_key", value="1")),
+        ("'net.ipv4.conf.nosuch0.rp_filter'", dict(name="net.ipv4.conf.nosuch0.rp_filter", value="1")),
+        ("group of sysctls", dict(name="net.ipv4.conf", value="1")),
+        ("not a sysctl name", dict(name="net..ip_forward", value="1")),
+        ("not a sysctl name", dict(name="net/ipv4/../../kernel/hostname", value="x")),
+        ("value: the kernel refused 'yes' for sysctl 'net.ipv4.ip_forward'",
+         dict(name="net.ipv4.ip_forward", value="yes")),
+        ("value: the kernel refused", dict(name="net.ipv4.tcp_rmem", value="4096 lots 4194304")),
+        ("read-only", dict(name="net.ipv4.tcp_available_congestion_control", value="reno")),
+        ("value: one line", dict(name="net.ipv4.ip_forward", value="1\n0")),
+    ]
+    for needle, args in cases:
+        result = run_module("sysctl", netns=netns, **args)
+        assert result.get("failed"), args
+        assert needle in result["msg"], result["msg"]
+        assert "\n" not in result["msg"] and "Traceback" not in result["msg"], result["msg"]
+    assert_unchanged(before, netns)
+    assert proc(netns, "net/ipv4/tcp_rmem") == rmem_before
+
+
+def test_missing_namespace_is_a_clear_error():
+    result = run_module("sysctl", name="net.ipv4.ip_forward", value="1", netns="mpsocks-no-such-ns")
+    assert result["failed"] and "mpsocks-no-such-ns" in result["msg"]
