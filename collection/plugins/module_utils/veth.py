@@ -1,0 +1,249 @@
+# -*- coding: utf-8 -*-
+# Copyright: mpsocks developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A veth pair whose peer end may live in another named namespace: addresses and link state of both ends."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ipaddress
+import os
+
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.declarative import KernelObject
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.netns import (
+    NETNS_RUN_DIR,
+    current_netns_identity,
+    netns_identity,
+    netns_path,
+    valid_netns_name,
+)
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.netns_object import iproute_in
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.rtnl import (
+    NetlinkError,
+    iproute,
+    link_index,
+    link_kind,
+    netlink_errors,
+)
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.tap import (
+    _address_order,
+    _managed_addresses,
+)
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.validate import (
+    interface_address,
+    interface_name,
+)
+
+IFF_UP = 0x1
+
+
+def _addresses(values, option):
+    """Sorted unique ``addr/prefix`` strings, or None when the option is left out."""
+    if values is None:
+        return None
+    unique = {str(interface_address(value, option)) for value in values}
+    return sorted(unique, key=_address_order)
+
+
+def _nsid(ipr, name):
+    """The id the namespace of IPR's socket gives namespace NAME (-1 or None if it has none)."""
+    fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with netlink_errors("looking up the id of namespace %s" % name):
+            found = ipr.get_netnsid(fd=fd)
+    finally:
+        os.close(fd)
+    return found["nsid"] if found else None
+
+
+def _namespace_with_id(ipr, nsid):
+    """The /run/netns name of the namespace that has id NSID where IPR's socket is, or None."""
+    try:
+        names = sorted(os.listdir(NETNS_RUN_DIR))
+    except OSError:
+        names = []
+    for name in names:
+        try:
+            if _nsid(ipr, name) == nsid:
+                return name
+        except (OSError, MpsocksError):
+            continue
+    return None
+
+
+def _peer_end(ipr, index):
+    """The end with index INDEX on IPR's namespace, or None if there is none."""
+    try:
+        links = ipr.get_links(index) if index else []
+    except NetlinkError:
+        links = []
+    return _end(ipr, links[0], None) if links else None
+
+
+def _end(ipr, link, netns):
+    """One end of the pair as read() reports it."""
+    return {
+        "name": link.get_attr("IFLA_IFNAME"),
+        "netns": netns,
+        "addresses": _managed_addresses(ipr, link["index"]),
+        "up": bool(link["flags"] & IFF_UP),
+    }
+
+
+def _converge(ipr, name, have, want, up):
+    """Give link NAME (on IPR's namespace) exactly addresses WANT and the link state UP."""
+    index = link_index(ipr, name)
+    if index is None:
+        raise MpsocksError("veth end %s disappeared while it was being set up" % name)
+    for text in sorted(set(have) - set(want)):
+        iface = ipaddress.ip_interface(text)
+        with netlink_errors("removing %s from %s" % (text, name)):
+            ipr.addr("del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+    for text in want:
+        if text not in have:
+            iface = ipaddress.ip_interface(text)
+            with netlink_errors("adding %s to %s" % (text, name)):
+                ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+    with netlink_errors("setting %s %s" % (name, "up" if up else "down")):
+        ipr.link("set", index=index, state="up" if up else "down")
+
+
+class Veth(KernelObject):
+    """A veth pair: NAME here (the current or ``netns`` namespace), PEER here or in PEER_NETNS."""
+
+    kind = "veth"
+
+    def label(self):
+        return "veth %s" % self.params["name"]
+
+    def validate(self):
+        self.name = interface_name(self.params["name"], "name")
+        self.peer = interface_name(self.params["peer"], "peer")
+        self.peer_netns = self.params.get("peer_netns")
+        if self.peer_netns is not None:
+            valid_netns_name(self.peer_netns, "peer_netns")
+        elif self.peer == self.name:
+            raise MpsocksError("peer: %r is also the name of this end; in one namespace the two "
+                               "ends need different names" % self.peer)
+        self.addresses = _addresses(self.params.get("addresses"), "addresses")
+        self.peer_addresses = _addresses(self.params.get("peer_addresses"), "peer_addresses")
+        self._where = False  # not resolved yet
+
+    def _peer_namespace(self):
+        """Name of the namespace the peer belongs in, or None for the current one."""
+        if self._where is False:
+            where = None
+            if self.peer_netns is not None:
+                identity = netns_identity(self.peer_netns, "peer_netns")
+                if identity is None:
+                    raise MpsocksError("peer_netns: namespace %r does not exist (no %s)"
+                                       % (self.peer_netns, netns_path(self.peer_netns)))
+                if identity != current_netns_identity():
+                    where = self.peer_netns
+            if where is None and self.peer == self.name:
+                raise MpsocksError("peer: %r is also the name of this end, and peer_netns %r is "
+                                   "this namespace" % (self.peer, self.peer_netns))
+            self._where = where
+        return self._where
+
+    def _describe(self, where):
+        if where is not None:
+            return "namespace %r" % where
+        netns = self.params.get("netns")
+        return "namespace %r" % netns if netns else "this namespace"
+
+    def read(self):
+        with iproute() as ipr:
+            index = link_index(ipr, self.name)
+            if index is None:
+                if self.state == "present":
+                    self._check_peer_name_free()
+                return None
+            link = ipr.get_links(index)[0]
+            kind = link_kind(link)
+            if kind != "veth":
+                raise MpsocksError("name: %r already exists as a %s interface, not a veth"
+                                   % (self.name, kind or "plain"))
+            here = _end(ipr, link, self.params.get("netns"))
+            peer_index = link.get_attr("IFLA_LINK")
+            nsid = link.get_attr("IFLA_LINK_NETNSID")
+            where = self._peer_namespace()
+            if nsid is None:  # the peer is in this namespace
+                found_in = None
+                there = _peer_end(ipr, peer_index)
+            else:
+                found_in = _namespace_with_id(ipr, nsid)
+                there = None
+                if found_in is not None:
+                    with iproute_in(found_in) as other:
+                        there = _peer_end(other, peer_index)
+        right_place = (nsid is None and where is None) or (nsid is not None and found_in == where)
+        if there is None or there["name"] != self.peer or not right_place:
+            if nsid is not None and found_in is None:
+                actual = "an unnamed namespace (nsid %d)" % nsid
+            else:
+                actual = self._describe(found_in)
+            raise MpsocksError("name: veth %r is paired with %s in %s, not with %r in %s"
+                               % (self.name, repr(there["name"]) if there else "an interface",
+                                  actual, self.peer, self._describe(where)))
+        there["netns"] = self.peer_netns
+        return dict(here, peer=there)
+
+    def _check_peer_name_free(self):
+        """Creating the pair would fail if the peer's name is taken where it is to live."""
+        where = self._peer_namespace()
+        with iproute_in(where) as ipr:
+            index = link_index(ipr, self.peer)
+            if index is not None:
+                kind = link_kind(ipr.get_links(index)[0])
+                raise MpsocksError("peer: an interface %r (%s) already exists in %s"
+                                   % (self.peer, kind or "plain", self._describe(where)))
+
+    def wanted(self, current):
+        current = current or {"addresses": [], "peer": {"addresses": []}}
+        up = self.params.get("up", True)
+        return {
+            "name": self.name,
+            "netns": self.params.get("netns"),
+            "addresses": current["addresses"] if self.addresses is None else self.addresses,
+            "up": up,
+            "peer": {
+                "name": self.peer,
+                "netns": self.peer_netns,
+                "addresses": (current["peer"]["addresses"] if self.peer_addresses is None
+                              else self.peer_addresses),
+                "up": up,
+            },
+        }
+
+    def apply(self, current, wanted):
+        if wanted is None:
+            with iproute() as ipr, netlink_errors("deleting veth %s" % self.name):
+                ipr.link("del", index=link_index(ipr, self.name))
+            return
+        where = self._peer_namespace()
+        with iproute() as ipr:
+            if current is None:
+                self._create(ipr, where)
+            _converge(ipr, self.name, current["addresses"] if current else [],
+                      wanted["addresses"], wanted["up"])
+        with iproute_in(where) as ipr:
+            _converge(ipr, self.peer, current["peer"]["addresses"] if current else [],
+                      wanted["peer"]["addresses"], wanted["peer"]["up"])
+
+    def _create(self, ipr, where):
+        """``ip link add NAME type veth peer name PEER [netns WHERE]``."""
+        peer = {"ifname": self.peer}
+        fd = None
+        if where is not None:
+            fd = os.open(netns_path(where), os.O_RDONLY | os.O_CLOEXEC)
+            peer["net_ns_fd"] = fd
+        try:
+            with netlink_errors("creating veth %s with peer %s in %s"
+                                % (self.name, self.peer, self._describe(where))):
+                ipr.link("add", ifname=self.name, kind="veth", peer=peer)
+        finally:
+            if fd is not None:
+                os.close(fd)

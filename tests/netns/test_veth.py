@@ -1,0 +1,193 @@
+"""mpsocks.mptcp.veth against real veth pairs, within one namespace and across two."""
+
+import contextlib
+import json
+import subprocess
+import sys
+
+from mpsocks_testlib import assert_unchanged, run_module, sh, snapshot, unique_name
+
+# One ICMP echo request with a raw socket (this machine has no ping binary);
+# exit 0 on the matching reply from the address asked, 3 on none (1 would be a crash).
+PING = r"""
+import os, socket, struct, sys, time
+
+def checksum(data):
+    data += b"\0" * (len(data) % 2)
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+
+dst, timeout = sys.argv[1], float(sys.argv[2])
+ident, payload = os.getpid() & 0xFFFF, b"mpsocks veth test"
+body = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + payload
+packet = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+try:
+    sock.sendto(packet, (dst, 0))
+except OSError:  # e.g. network unreachable: no route while the link is down
+    sys.exit(3)
+deadline = time.monotonic() + timeout
+while time.monotonic() < deadline:
+    sock.settimeout(max(deadline - time.monotonic(), 0.01))
+    try:
+        data, (src, _) = sock.recvfrom(2048)
+    except socket.timeout:
+        break
+    icmp = data[(data[0] & 0xF) * 4:]
+    if src == dst and icmp[0] == 0 and struct.unpack("!H", icmp[4:6])[0] == ident and icmp[8:] == payload:
+        sys.exit(0)
+sys.exit(3)
+"""
+
+
+def pings(netns, address, timeout=2.0):
+    proc = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", PING, address, str(timeout)],
+                          capture_output=True, text=True)
+    assert proc.returncode in (0, 3), proc.stderr
+    return proc.returncode == 0
+
+
+def link(netns, name):
+    """What iproute2 (not the module) says about interface NAME in NETNS."""
+    return json.loads(sh("ip", "-j", "-d", "link", "show", name, netns=netns))[0]
+
+
+def addresses(netns, name):
+    found = json.loads(sh("ip", "-j", "addr", "show", "dev", name, netns=netns))[0]["addr_info"]
+    return sorted(f"{a['local']}/{a['prefixlen']}" for a in found if a.get("scope") != "link")
+
+
+def links(netns):
+    return {item["ifname"] for item in json.loads(sh("ip", "-j", "link", "show", netns=netns))}
+
+
+@contextlib.contextmanager
+def second_namespace():
+    name = unique_name("mpstv")
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_pair_across_two_namespaces(netns):
+    with second_namespace() as other:
+        before, before_other = snapshot(netns), snapshot(other)
+        args = dict(name="isp0", peer="host", peer_netns=other, addresses=["10.66.40.1/24"],
+                    peer_addresses=["10.66.40.2/24", "fd66:40::2/64"], netns=netns)
+        expected = {"name": "isp0", "netns": netns, "addresses": ["10.66.40.1/24"], "up": True,
+                    "peer": {"name": "host", "netns": other, "addresses": ["10.66.40.2/24", "fd66:40::2/64"],
+                             "up": True}}
+
+        predicted = run_module("veth", check=True, **args)
+        assert predicted["changed"] is True and predicted["veth"] == expected
+        assert predicted["diff"]["before"] == {} and predicted["diff"]["after"] == expected
+        assert_unchanged(before, netns)
+        assert_unchanged(before_other, other)
+
+        created = run_module("veth", **args)
+        assert created["changed"] is True and created["veth"] == expected
+        here, there = link(netns, "isp0"), link(other, "host")
+        assert here["linkinfo"]["info_kind"] == "veth" and there["linkinfo"]["info_kind"] == "veth"
+        # Each end points at the other: the peer's index, in a namespace of its own.
+        assert here["link_index"] == there["ifindex"] and there["link_index"] == here["ifindex"]
+        assert "link_netnsid" in here and "link_netnsid" in there
+        assert "isp0" not in links(other) and "host" not in links(netns)
+        assert "UP" in here["flags"] and "UP" in there["flags"]
+        assert addresses(netns, "isp0") == ["10.66.40.1/24"]
+        assert addresses(other, "host") == ["10.66.40.2/24", "fd66:40::2/64"]
+        assert pings(netns, "10.66.40.2") and pings(other, "10.66.40.1")
+
+        assert run_module("veth", **args)["changed"] is False
+        assert run_module("veth", check=True, **args)["changed"] is False
+
+        down = dict(args, addresses=["10.66.41.1/24"], peer_addresses=["10.66.41.2/24"], up=False)
+        predicted = run_module("veth", check=True, **down)
+        assert predicted["changed"] is True and predicted["diff"]["before"] == expected
+        assert addresses(netns, "isp0") == ["10.66.40.1/24"] and "UP" in link(netns, "isp0")["flags"]
+        changed = run_module("veth", **down)
+        assert changed["changed"] is True and changed["veth"] == predicted["veth"]
+        assert changed["veth"]["peer"] == {"name": "host", "netns": other, "addresses": ["10.66.41.2/24"],
+                                           "up": False}
+        assert addresses(netns, "isp0") == ["10.66.41.1/24"] and addresses(other, "host") == ["10.66.41.2/24"]
+        assert "UP" not in link(netns, "isp0")["flags"] and "UP" not in link(other, "host")["flags"]
+        assert not pings(netns, "10.66.41.2", timeout=0.5)
+        assert run_module("veth", **down)["changed"] is False
+
+        gone = dict(name="isp0", peer="host", peer_netns=other, netns=netns, state="absent")
+        assert run_module("veth", check=True, **gone)["changed"] is True
+        assert "isp0" in links(netns) and "host" in links(other)
+        removed = run_module("veth", **gone)
+        assert removed["changed"] is True and removed["veth"] == {}
+        assert removed["diff"]["before"]["peer"]["name"] == "host"
+        assert "isp0" not in links(netns) and "host" not in links(other)
+        assert run_module("veth", **gone)["changed"] is False
+        assert_unchanged(before, netns)
+        assert_unchanged(before_other, other)
+
+
+def test_pair_in_one_namespace_and_unmanaged_addresses(netns):
+    args = dict(name="v0", peer="v0p", netns=netns)
+    created = run_module("veth", **args)
+    assert created["changed"] is True
+    assert created["veth"] == {"name": "v0", "netns": netns, "addresses": [], "up": True,
+                               "peer": {"name": "v0p", "netns": None, "addresses": [], "up": True}}
+    here, there = link(netns, "v0"), link(netns, "v0p")
+    assert here["linkinfo"]["info_kind"] == "veth" and there["linkinfo"]["info_kind"] == "veth"
+    assert (here["link"], there["link"]) == ("v0p", "v0") and "link_netnsid" not in here
+
+    # Addresses left out are not managed; an empty list removes them, on either end.
+    sh("ip", "addr", "add", "10.66.42.1/24", "dev", "v0", netns=netns)
+    sh("ip", "addr", "add", "10.66.42.2/24", "dev", "v0p", netns=netns)
+    assert run_module("veth", **args)["changed"] is False
+    cleared = run_module("veth", addresses=[], **args)
+    assert cleared["changed"] is True and cleared["veth"]["peer"]["addresses"] == ["10.66.42.2/24"]
+    assert addresses(netns, "v0") == [] and addresses(netns, "v0p") == ["10.66.42.2/24"]
+
+    # Deleting the pair by naming its other end works too: it is the same pair seen from there.
+    removed = run_module("veth", name="v0p", peer="v0", netns=netns, state="absent")
+    assert removed["changed"] is True
+    assert "v0" not in links(netns) and "v0p" not in links(netns)
+
+
+def test_conflicts_and_bad_input_fail_with_one_line_and_change_nothing(netns):
+    with second_namespace() as other:
+        sh("ip", "tuntap", "add", "mode", "tap", "name", "tp0", netns=netns)
+        sh("ip", "link", "add", "br0", "type", "bridge", netns=netns)
+        sh("ip", "link", "add", "x0", "type", "veth", "peer", "name", "x0p", netns=netns)
+        sh("ip", "link", "add", "y0", "type", "veth", "peer", "name", "y0p", "netns", other, netns=netns)
+        before, before_other = snapshot(netns), snapshot(other)
+        cases = [
+            ("name: 'tp0' already exists as a tun", dict(name="tp0", peer="p")),
+            ("name: 'br0' already exists as a bridge", dict(name="br0", peer="p", peer_netns=other)),
+            ("paired with 'x0p' in", dict(name="x0", peer="x1")),
+            ("paired with 'x0p' in", dict(name="x0", peer="x0p", peer_netns=other)),
+            (f"paired with 'y0p' in namespace '{other}'", dict(name="y0", peer="y0p")),
+            ("paired with 'y0p'", dict(name="y0", peer="y0p", peer_netns=netns)),
+            ("paired with 'x0p'", dict(name="x0", peer="other", state="absent")),
+            ("peer: an interface 'x0p'", dict(name="n0", peer="x0p")),
+            ("peer: an interface 'y0p'", dict(name="n0", peer="y0p", peer_netns=other)),
+            ("peer_netns: namespace 'mpsocks-no-such-ns' does not exist",
+             dict(name="n0", peer="n1", peer_netns="mpsocks-no-such-ns")),
+            ("peer_netns: 'a/b' is not a valid namespace name", dict(name="n0", peer="n1", peer_netns="a/b")),
+            ("peer: 'n0' is also the name", dict(name="n0", peer="n0")),
+            ("name: interface name", dict(name="a-very-long-veth-name", peer="n1")),
+            ("peer: interface name", dict(name="n0", peer="a-very-long-veth-name")),
+            ("addresses: '10.66.43.1' needs a prefix", dict(name="n0", peer="n1", addresses=["10.66.43.1"])),
+            ("peer_addresses: '10.66.43.300/24' is not", dict(name="n0", peer="n1",
+                                                               peer_addresses=["10.66.43.300/24"])),
+        ]
+        for needle, args in cases:
+            result = run_module("veth", netns=netns, **args)
+            assert result.get("failed"), args
+            assert "\n" not in result["msg"] and "Traceback" not in result["msg"]
+            assert needle in result["msg"], result["msg"]
+        assert_unchanged(before, netns)
+        assert_unchanged(before_other, other)
+
+
+def test_missing_namespace_is_a_clear_error():
+    result = run_module("veth", name="v0", peer="v0p", netns="mpsocks-no-such-ns")
+    assert result["failed"] and "mpsocks-no-such-ns" in result["msg"]
