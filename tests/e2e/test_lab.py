@@ -161,7 +161,8 @@ def test_optimizer_terminates_plain_tcp_only(middlebox_lab, tmp_path):
     (ttl, mss, wscale, source), = plain_capture.synacks()
     print(f"optimizer, plain TCP: SYN/ACK ttl {ttl} mss {mss} wscale {wscale} from {source}; "
           f"server saw {plain}")
-    assert (ttl, mss) == (128, status["optimizer"]["mss"])  # ISP adjacent: 128 - 0 hops
+    optimizer = status["optimizer"]
+    assert (ttl, mss, wscale) == (128, optimizer["mss"], optimizer["wscale"])  # the ISP is adjacent: 128 - 0
     assert plain["client"].startswith("198.18.64.2:"), "the ISP re-originated the connection"
 
     mptcp_capture = Capture(host, "lab0", tmp_path / "mptcp.pcap")

@@ -84,10 +84,10 @@ def test_middleboxes_optimizer_rate_and_shapers():
     assert [(m["netns"], m["kind"]) for m in plan["middleboxes"]] == [
         ("mpslab-isp1", "optimizer"), ("mpslab-isp2", "strip")]
     shaper = [s for s in plan["shapers"] if s["netns"] == "mpslab-isp1" and s["dev"] == "cust"][0]
-    assert shaper["rate_mbit"] == 5 and shaper["classes"] == [{"id": 20, "rate_mbit": 40}]
+    assert shaper["rate_mbit"] == 5 and shaper["classes"] == [{"id": 0x20, "rate_mbit": 40}]
     optimizer = [d for d in plan["daemons"] if d["name"] == "optimizer-isp1"][0]
     assert optimizer["netns"] == "mpslab-isp1" and "--priority" in optimizer["args"]
-    assert optimizer["args"][optimizer["args"].index("--priority") + 1] == str(0x10014)
+    assert optimizer["args"][optimizer["args"].index("--priority") + 1] == str(0x10020)
     assert len(plan["shapers"]) == 6  # both directions of each uplink
 
 
