@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import contextlib
+import ipaddress
 import traceback
 
 from ansible.module_utils.basic import missing_required_lib
@@ -55,3 +56,19 @@ def link_kind(link):
     """The rtnetlink kind of a link message ('veth', 'tun', ...), or None."""
     info = link.get_attr("IFLA_LINKINFO")
     return info.get_attr("IFLA_INFO_KIND") if info else None
+
+
+def managed_addresses(ipr, index):
+    """Addresses on the link as sorted ``addr/prefix`` strings, link-local IPv6 left out."""
+    found = set()
+    for msg in ipr.get_addr(index=index):
+        iface = ipaddress.ip_interface("%s/%d" % (msg.get_attr("IFA_ADDRESS"), msg["prefixlen"]))
+        if not (iface.version == 6 and iface.ip.is_link_local):
+            found.add(str(iface))
+    return sorted(found, key=address_order)
+
+
+def address_order(text):
+    """Sort key of an ``addr/prefix`` string: IPv4 before IPv6, then by address."""
+    iface = ipaddress.ip_interface(text)
+    return (iface.version, iface)

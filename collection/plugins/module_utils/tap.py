@@ -17,9 +17,11 @@ import struct
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.declarative import KernelObject
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.rtnl import (
+    address_order,
     iproute,
     link_index,
     link_kind,
+    managed_addresses,
     netlink_errors,
 )
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.sysctl import (
@@ -82,21 +84,6 @@ def _account_id(value, option):
         raise MpsocksError("%s: no such %s %r" % (option, what, text)) from None
 
 
-def _managed_addresses(ipr, index):
-    """Addresses on the link as sorted ``addr/prefix`` strings, link-local IPv6 left out."""
-    found = set()
-    for msg in ipr.get_addr(index=index):
-        iface = ipaddress.ip_interface("%s/%d" % (msg.get_attr("IFA_ADDRESS"), msg["prefixlen"]))
-        if not (iface.version == 6 and iface.ip.is_link_local):
-            found.add(str(iface))
-    return sorted(found, key=_address_order)
-
-
-def _address_order(text):
-    iface = ipaddress.ip_interface(text)
-    return (iface.version, iface)
-
-
 class Tap(KernelObject):
     """The tap the guest's uplink n plugs into."""
 
@@ -114,7 +101,7 @@ class Tap(KernelObject):
             self.addresses = None
         else:
             unique = {str(interface_address(a, "addresses")) for a in addresses}
-            self.addresses = sorted(unique, key=_address_order)
+            self.addresses = sorted(unique, key=address_order)
 
     def read(self):
         with iproute() as ipr:
@@ -131,7 +118,7 @@ class Tap(KernelObject):
                 "name": self.name,
                 "owner": data.get_attr("IFLA_TUN_OWNER"),
                 "group": data.get_attr("IFLA_TUN_GROUP"),
-                "addresses": _managed_addresses(ipr, index),
+                "addresses": managed_addresses(ipr, index),
                 "up": bool(link["flags"] & IFF_UP),
                 "forwarding": read_value(ipv4_forwarding_path(self.name)) == 1,
             }

@@ -22,14 +22,12 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.netns import (
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.netns_object import iproute_in
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.rtnl import (
     NetlinkError,
+    address_order,
     iproute,
     link_index,
     link_kind,
+    managed_addresses,
     netlink_errors,
-)
-from ansible_collections.mpsocks.mptcp.plugins.module_utils.tap import (
-    _address_order,
-    _managed_addresses,
 )
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.validate import (
     interface_address,
@@ -44,7 +42,7 @@ def _addresses(values, option):
     if values is None:
         return None
     unique = {str(interface_address(value, option)) for value in values}
-    return sorted(unique, key=_address_order)
+    return sorted(unique, key=address_order)
 
 
 def _nsid(ipr, name):
@@ -87,7 +85,7 @@ def _end(ipr, link, netns):
     return {
         "name": link.get_attr("IFLA_IFNAME"),
         "netns": netns,
-        "addresses": _managed_addresses(ipr, link["index"]),
+        "addresses": managed_addresses(ipr, link["index"]),
         "up": bool(link["flags"] & IFF_UP),
     }
 
