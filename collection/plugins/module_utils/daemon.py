@@ -1,0 +1,706 @@
+# -*- coding: utf-8 -*-
+# Copyright: mpsocks developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A supervised program: started detached in a namespace and restarted when it exits.
+
+There is no init system to lean on, so the module forks a small supervisor
+(double fork, new session, stdin /dev/null, stdout/stderr into the log) that
+runs the program in a process group of its own and restarts it when it exits.
+The supervisor is a fork of the module process, never an exec of a file: under
+Ansible the module's code lives in a temporary zip that is deleted as soon as
+the module returns, so everything the supervisor needs is imported up here,
+before any fork.
+
+Files in ``run_dir``: ``NAME.pid`` (the supervisor's pid), ``NAME.json`` (what
+runs: argv, netns, and the supervisor's identity so that a reused pid is never
+mistaken for it) and ``NAME.log`` (kept when the daemon is removed).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import ctypes
+import gc
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import stat
+import time
+
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.declarative import KernelObject
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.netns import enter_netns, netns_path
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+MAX_NAME = 200
+DEFAULT_RUN_DIR = "/run/mpsocks"
+#: Every line the supervisor writes to the log carries this tag after the time stamp.
+TAG = "mpsocks-daemon"
+RESTART_DELAY = 1.0
+GIVE_UP_EXITS = 5
+GIVE_UP_WINDOW = 30.0
+#: How long the program gets between SIGTERM and SIGKILL.
+STOP_GRACE = 5.0
+#: Without ready_port, the program must stay up this long for the start to count.
+STARTUP_GRACE = 1.0
+POLL = 0.05
+TCP_LISTEN = "0A"
+PR_SET_NAME = 15
+PR_SET_CHILD_SUBREAPER = 36
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+WATCHED = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+#: Set in the program's environment to RUN_DIR/NAME: finds what a killed supervisor left behind.
+MARKER = "MPSOCKS_DAEMON"
+#: Python ignores these; an exec'd program must get the default back.
+RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP)
+EXIT_LINE = re.compile(r"program pid \d+ (exited with status -?\d+|was killed by signal \d+)")
+
+
+# --- /proc ----------------------------------------------------------------------------------------
+
+def proc_stat(pid):
+    """(state, ppid, pgrp, starttime) of PID, or None when there is no such process."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()
+    # fields[0] is stat field 3 (state); ppid is 4, pgrp 5, starttime 22.
+    return fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19])
+
+
+def proc_cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    return [part.decode("utf-8", "replace") for part in data.split(b"\0")[:-1]]
+
+
+def netns_identity(pid=None):
+    """(device, inode) of the network namespace of PID (default: this process), or None."""
+    try:
+        found = os.stat("/proc/%s/ns/net" % ("self" if pid is None else pid))
+    except OSError:
+        return None
+    return [found.st_dev, found.st_ino]
+
+
+def boot_id():
+    with open("/proc/sys/kernel/random/boot_id") as handle:
+        return handle.read().strip()
+
+
+def _processes():
+    """(pid, stat) of every live process."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            found = proc_stat(int(entry))
+            if found is not None and found[0] not in ("Z", "X", "x"):
+                yield int(entry), found
+
+
+def children(pid):
+    """Live children of PID, oldest first."""
+    return sorted((found[3], child) for child, found in _processes() if found[1] == pid)
+
+
+def marked(marker):
+    """Live processes whose environment holds MARKER=VALUE (MARKER given as that text)."""
+    needle = b"\0" + marker.encode() + b"\0"
+    found = []
+    for pid, _ in _processes():
+        try:
+            with open("/proc/%d/environ" % pid, "rb") as handle:
+                environ = b"\0" + handle.read()
+        except OSError:
+            continue
+        if needle in environ:
+            found.append(pid)
+    return found
+
+
+def listening_inodes(pid, port):
+    """Socket inodes LISTENing on TCP PORT in the network namespace of PID."""
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            with open("/proc/%d/net/%s" % (pid, table)) as handle:
+                lines = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if parts[3] == TCP_LISTEN and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(parts[9])
+    return inodes
+
+
+def socket_inodes(pid):
+    """Inodes of the sockets process PID holds open."""
+    found = set()
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return found
+    for fd in fds:
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(target[8:-1])
+    return found
+
+
+# --- the supervisor (runs in the forked process) -------------------------------------------------
+
+def describe_status(status):
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        return "was killed by signal %d" % -code
+    return "exited with status %d" % code
+
+
+class Supervisor:
+    """Runs one program and restarts it; lives in the detached grandchild of the module."""
+
+    def __init__(self, name, path, argv, env):
+        self.name = name
+        self.path = path
+        self.argv = argv
+        self.env = env
+        self.program = None
+        self.exits = []
+        self.libc = ctypes.CDLL(None, use_errno=True)
+
+    def log(self, text):
+        line = "%s %s %s: %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), TAG, self.name, text)
+        with contextlib.suppress(OSError):
+            os.write(2, line.encode("utf-8", "replace"))
+
+    def detach_and_run(self, log_fd, null_fd, report_fd):
+        """Become the supervisor: standard streams, no other descriptors, then run()."""
+        gc.disable()  # no finalizer may close a descriptor number reused below
+        os.chdir("/")
+        os.umask(0o022)
+        os.dup2(null_fd, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        for entry in os.listdir("/proc/self/fd"):
+            fd = int(entry)
+            if fd > 2 and fd != report_fd:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        try:
+            return self.run(report_fd)
+        except BaseException as exc:  # the supervisor must leave a line, never a traceback
+            self.log("supervisor failed: %r" % (exc,))
+            self.stop()
+            return 1
+
+    def run(self, report_fd):
+        self.libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        self.libc.prctl(PR_SET_NAME, ctypes.c_char_p(("mpsd-" + self.name)[:15].encode()), 0, 0, 0)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
+        self.log("supervisor pid %d runs: %s" % (os.getpid(), shlex.join(self.argv)))
+        restart_at = None
+        if not self.spawn():
+            restart_at = self.count_exit()
+        os.write(report_fd, ("%d %d\n" % (os.getpid(), self.program or 0)).encode())
+        os.close(report_fd)
+        while True:
+            timeout = 1.0 if restart_at is None else max(0.0, restart_at - time.monotonic())
+            info = signal.sigtimedwait(WATCHED, timeout)
+            if info is not None and info.si_signo in STOP_SIGNALS:
+                self.log("received %s, stopping" % signal.Signals(info.si_signo).name)
+                self.stop()
+                self.log("stopped")
+                return 0
+            status = self.reap()
+            if status is not None:
+                self.log("program pid %d %s" % (self.program, describe_status(status)))
+                self.kill_group(self.program, signal.SIGKILL)  # leftovers would hold its ports
+                self.program = None
+                restart_at = self.count_exit()
+            if restart_at is not None and self.program is None and time.monotonic() >= restart_at:
+                restart_at = None
+                if not self.spawn():
+                    restart_at = self.count_exit()
+
+    def count_exit(self):
+        """Record an exit; return when to restart, or end the supervisor after too many."""
+        now = time.monotonic()
+        self.exits = [t for t in self.exits if now - t < GIVE_UP_WINDOW] + [now]
+        if len(self.exits) >= GIVE_UP_EXITS:
+            self.log("giving up: the program exited %d times within %d s" % (len(self.exits), GIVE_UP_WINDOW))
+            self.reap()
+            os._exit(1)
+        self.log("restarting in %g s" % RESTART_DELAY)
+        return now + RESTART_DELAY
+
+    def spawn(self):
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            self.log("cannot fork: %s" % exc.strerror)
+            return False
+        if pid == 0:
+            try:
+                os.setpgid(0, 0)
+                for number in RESET_SIGNALS:
+                    signal.signal(number, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, [])
+                os.execve(self.path, self.argv, self.env)
+            except OSError as exc:
+                # Written like the program's own last words: it is why the program is gone.
+                message = "%s: cannot run %s: %s\n" % (TAG, self.path, exc.strerror)
+                os.write(2, message.encode("utf-8", "replace"))
+            finally:
+                os._exit(127)
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
+        self.program = pid
+        self.log("started program pid %d" % pid)
+        return True
+
+    def reap(self):
+        """Collect every exited child (orphans come to us too); the program's status or None."""
+        status = None
+        while True:
+            try:
+                pid, found = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return status
+            if pid == 0:
+                return status
+            if pid == self.program:
+                status = found
+
+    def kill_group(self, pgid, number):
+        try:
+            os.killpg(pgid, number)
+        except OSError:
+            return False
+        return True
+
+    def group_exists(self, pgid):
+        try:
+            os.killpg(pgid, 0)
+        except OSError:
+            return False
+        return True
+
+    def stop(self):
+        """SIGTERM the program's process group, SIGKILL it after STOP_GRACE seconds."""
+        if self.program is None:
+            self.reap()
+            return
+        pgid = self.program
+        if not self.kill_group(pgid, signal.SIGTERM):
+            with contextlib.suppress(OSError):
+                os.kill(pgid, signal.SIGTERM)  # it left its process group
+        deadline = time.monotonic() + STOP_GRACE
+        killed = False
+        while self.program is not None or self.group_exists(pgid):
+            status = self.reap()
+            if status is not None:
+                self.log("program pid %d %s" % (self.program, describe_status(status)))
+                self.program = None
+                continue
+            if time.monotonic() >= deadline:
+                if killed:
+                    break
+                self.log("program did not stop within %g s, sending SIGKILL" % STOP_GRACE)
+                self.kill_group(pgid, signal.SIGKILL)
+                if self.program is not None:
+                    with contextlib.suppress(OSError):
+                        os.kill(self.program, signal.SIGKILL)
+                killed = True
+                deadline = time.monotonic() + 2.0
+            time.sleep(POLL)
+        self.reap()
+
+
+# --- the module side ------------------------------------------------------------------------------
+
+def _resolve(argv0):
+    """Absolute path of the executable ARGV0 names (a path or a command on PATH)."""
+    if "/" in argv0:
+        if not os.path.isabs(argv0):
+            raise MpsocksError("argv: %r must be a command on PATH or an absolute path" % argv0)
+        path = argv0
+    else:
+        path = shutil.which(argv0)
+        if path is None:
+            raise MpsocksError("argv: %r not found on PATH (%s)"
+                               % (argv0, os.environ.get("PATH", os.defpath)))
+        path = os.path.abspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise MpsocksError("argv: %r not found: %s" % (argv0, exc.strerror)) from None
+    if not stat.S_ISREG(mode) or not os.access(path, os.X_OK):
+        raise MpsocksError("argv: %r is not an executable file" % path)
+    return path
+
+
+def _one_line(text, limit=300):
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class Daemon(KernelObject):
+    """A program kept running by a supervisor, identified by name within run_dir."""
+
+    kind = "daemon"
+
+    def __init__(self, params):
+        super().__init__(params)
+        self.wanted_state = params.get("state") or "started"
+        self.state = "present" if self.wanted_state == "started" else "absent"
+
+    def label(self):
+        return "daemon %s" % self.params.get("name")
+
+    # validate / read / wanted / apply
+
+    def validate(self):
+        name = self.params.get("name")
+        if not isinstance(name, str) or not NAME_PATTERN.match(name) or name in (".", "..") \
+                or len(name) > MAX_NAME:
+            raise MpsocksError("name: %r is not a valid daemon name (up to %d letters, digits, '_', '.', '-')"
+                               % (name, MAX_NAME))
+        self.name = name
+        run_dir = self.params.get("run_dir") or DEFAULT_RUN_DIR
+        if not os.path.isabs(run_dir):
+            raise MpsocksError("run_dir: %r must be an absolute path" % run_dir)
+        if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+            raise MpsocksError("run_dir: %r is not a directory" % run_dir)
+        self.run_dir = os.path.normpath(run_dir)
+        self.pid_file = os.path.join(self.run_dir, name + ".pid")
+        self.state_file = os.path.join(self.run_dir, name + ".json")
+        self.log_file = os.path.join(self.run_dir, name + ".log")
+        self.marker = os.path.join(self.run_dir, name)
+        self.netns = self.params.get("netns") or None
+        if self.netns is not None:
+            self._be_in_netns(self.netns)
+        if self.wanted_state not in ("started", "absent"):
+            raise MpsocksError("state: %r must be started or absent" % self.wanted_state)
+        self.argv = None
+        self.ready_port = self.params.get("ready_port")
+        self.ready_timeout = self.params.get("ready_timeout")
+        if self.ready_timeout is None:
+            self.ready_timeout = 10.0
+        if self.wanted_state == "absent":
+            return
+        argv = self.params.get("argv")
+        if argv is None:
+            raise MpsocksError("argv: required when state is started")
+        if not argv:
+            raise MpsocksError("argv: must hold at least the program to run")
+        argv = [str(arg) for arg in argv]
+        if not argv[0] or any("\0" in arg for arg in argv):
+            raise MpsocksError("argv: %r has an empty program name or a NUL character" % (argv,))
+        self.argv = argv
+        self.path = _resolve(argv[0])
+        if self.ready_port is not None:
+            port = str(self.ready_port)
+            if not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise MpsocksError("ready_port: %r is not a TCP port (1-65535)" % (self.ready_port,))
+            self.ready_port = int(port)
+        try:
+            self.ready_timeout = float(self.ready_timeout)
+        except (TypeError, ValueError):
+            self.ready_timeout = -1.0
+        if not self.ready_timeout > 0:
+            raise MpsocksError("ready_timeout: %r must be more than 0 seconds"
+                               % (self.params.get("ready_timeout"),))
+
+    def read(self):
+        record = self._load()
+        if record is None:
+            return None
+        running = self._alive(record) and netns_identity(record["pid"]) == netns_identity()
+        return {
+            "name": self.name,
+            "argv": record.get("argv"),
+            "netns": record.get("netns"),
+            "log": self.log_file,
+            "running": running,
+        }
+
+    def wanted(self, current):
+        return {"name": self.name, "argv": self.argv, "netns": self.netns, "log": self.log_file,
+                "running": True}
+
+    def apply(self, current, wanted):
+        if current is not None:
+            self._stop(self._load() or {})
+            self._remove_files()
+        self._kill_leftovers()
+        if wanted is not None:
+            self._start()
+
+    def _kill_leftovers(self):
+        """SIGKILL programs of this daemon that outlived their supervisor (killed with SIGKILL)."""
+        leftovers = marked("%s=%s" % (MARKER, self.marker))
+        for pid in leftovers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 2.0
+        while leftovers and time.monotonic() < deadline:
+            leftovers = [pid for pid in leftovers if proc_stat(pid) and proc_stat(pid)[0] not in "ZXx"]
+            time.sleep(POLL)
+
+    def _apply_or_restore(self, before, after):
+        # A failed start stops what it started and removes its files: nothing is left
+        # running, and bringing back an old program would hide the failure.
+        self.apply(before, after)
+
+    def run(self, check_mode=False):
+        result = super().run(check_mode=check_mode)
+        pid = program = None
+        if self.wanted_state == "started" and not (check_mode and result["changed"]):
+            record = self._load()
+            if record and self._alive(record):
+                pid = record["pid"]
+                found = children(pid)
+                program = found[0][1] if found else None
+        result.update(pid=pid, program_pid=program, log=self.log_file,
+                      argv=result[self.kind].get("argv"), netns=result[self.kind].get("netns"))
+        return result
+
+    # helpers
+
+    def _be_in_netns(self, name):
+        """Enter namespace NAME unless this process is in it already (run_module enters it first)."""
+        path = netns_path(name)
+        try:
+            target = os.stat(path)
+        except OSError:
+            raise MpsocksError("netns: namespace %r does not exist (no %s)" % (name, path)) from None
+        if [target.st_dev, target.st_ino] != netns_identity():
+            enter_netns(name)
+
+    def _load(self):
+        """The recorded state; {} when only unusable files are there; None when there are none."""
+        if not os.path.isdir(self.run_dir):
+            return None
+        try:
+            with open(self.state_file) as handle:
+                record = json.load(handle)
+        except (OSError, ValueError):
+            record = None
+        try:
+            with open(self.pid_file) as handle:
+                pid_text = handle.read().strip()
+        except OSError:
+            pid_text = None
+        if record is None and pid_text is None:
+            return None
+        if not isinstance(record, dict) or not isinstance(record.get("pid"), int) \
+                or pid_text != str(record["pid"]):
+            return {}
+        return record
+
+    def _alive(self, record):
+        """Whether the recorded supervisor still runs: same pid, start time, command line and boot."""
+        pid = record.get("pid")
+        if not isinstance(pid, int) or pid <= 1:
+            return False
+        found = proc_stat(pid)
+        if found is None or found[0] in ("Z", "X", "x") or found[3] != record.get("starttime"):
+            return False
+        try:
+            same_boot = boot_id() == record.get("boot_id")
+        except OSError:
+            same_boot = False
+        return same_boot and proc_cmdline(pid) == record.get("cmdline")
+
+    def _write(self, path, text):
+        tmp = "%s.tmp%d" % (path, os.getpid())
+        with open(tmp, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+
+    def _remove_files(self):
+        for path in (self.pid_file, self.state_file):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def _wait_gone(self, record, seconds):
+        deadline = time.monotonic() + seconds
+        while self._alive(record):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL)
+        return True
+
+    def _stop(self, record):
+        """SIGTERM the supervisor (it stops the program); SIGKILL both when that does not work."""
+        if not record or not self._alive(record):
+            return
+        pid = record["pid"]
+        groups = [child for _, child in children(pid)]
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        if self._wait_gone(record, STOP_GRACE + 3.0):
+            return
+        groups += [child for _, child in children(pid) if child not in groups]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        for group in groups:
+            for send in (os.killpg, os.kill):
+                with contextlib.suppress(OSError):
+                    send(group, signal.SIGKILL)
+        if not self._wait_gone(record, 2.0):
+            raise MpsocksError("%s: supervisor pid %d does not stop" % (self.label(), pid))
+
+    def _start(self):
+        if not os.path.isdir(self.run_dir):
+            try:
+                os.makedirs(self.run_dir)
+                os.chmod(self.run_dir, 0o755)
+            except OSError as exc:
+                raise MpsocksError("run_dir: cannot create %r: %s" % (self.run_dir, exc.strerror)) from None
+        try:
+            log_fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise MpsocksError("run_dir: cannot open %s: %s" % (self.log_file, exc.strerror)) from None
+        offset = os.lseek(log_fd, 0, os.SEEK_END)
+        null_fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        read_fd, report_fd = os.pipe()
+        supervisor = Supervisor(self.name, self.path, self.argv, dict(os.environ, **{MARKER: self.marker}))
+        try:
+            child = os.fork()
+        except OSError as exc:
+            for fd in (log_fd, null_fd, read_fd, report_fd):
+                os.close(fd)
+            raise MpsocksError("%s: cannot fork: %s" % (self.label(), exc.strerror)) from None
+        if child == 0:
+            status = 0
+            try:
+                os.close(read_fd)
+                os.setsid()
+                if os.fork() == 0:
+                    status = supervisor.detach_and_run(log_fd, null_fd, report_fd)
+            except BaseException:
+                status = 1
+            finally:
+                os._exit(status)
+        for fd in (log_fd, null_fd, report_fd):
+            os.close(fd)
+        os.waitpid(child, 0)
+        report = b""
+        while True:
+            chunk = os.read(read_fd, 4096)
+            if not chunk:
+                break
+            report += chunk
+        os.close(read_fd)
+        try:
+            pid, program = [int(part) for part in report.split()]
+        except ValueError:
+            raise MpsocksError("%s: the supervisor did not start; last log line: %s"
+                               % (self.label(), self._last_line(offset))) from None
+        found = proc_stat(pid)
+        record = {
+            "name": self.name,
+            "argv": self.argv,
+            "netns": self.netns,
+            "pid": pid,
+            "starttime": found[3] if found else None,
+            "cmdline": proc_cmdline(pid),
+            "boot_id": boot_id(),
+            "log": self.log_file,
+        }
+        self._write(self.state_file, json.dumps(record, indent=1) + "\n")
+        self._write(self.pid_file, "%d\n" % pid)
+        problem = self._wait_ready(record, program, offset)
+        if problem:
+            self._stop(record)
+            self._remove_files()
+            raise MpsocksError("%s: %s; last log line: %s (log %s)"
+                               % (self.label(), problem, self._last_line(offset), self.log_file))
+
+    def _program_up(self, pid, program):
+        found = proc_stat(program) if program else None
+        return found is not None and found[0] not in ("Z", "X", "x") and found[1] == pid
+
+    def _listening(self, pid, program):
+        inodes = listening_inodes(pid, self.ready_port)
+        if not inodes:
+            return False
+        return any(found[2] == program and socket_inodes(member) & inodes
+                   for member, found in _processes())
+
+    def _wait_ready(self, record, program, offset):
+        """None once the program is up (listening on ready_port), else what went wrong."""
+        pid = record["pid"]
+        waiting = self.ready_timeout if self.ready_port is not None else STARTUP_GRACE
+        deadline = time.monotonic() + waiting
+        while True:
+            if not self._alive(record):
+                return "the supervisor ended during start-up"
+            if not self._program_up(pid, program):
+                return "%s exited during start-up%s" % (self.argv[0], self._exit_note(offset))
+            if self.ready_port is not None and self._listening(pid, program):
+                return None
+            if time.monotonic() >= deadline:
+                if self.ready_port is None:
+                    return None
+                return "nothing listens on TCP port %d after %g s" % (self.ready_port, waiting)
+            time.sleep(POLL)
+
+    def _exit_note(self, offset):
+        """' (exited with status N)' from the supervisor's line about the exit, once it is there."""
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                with open(self.log_file, "rb") as handle:
+                    handle.seek(offset)
+                    found = EXIT_LINE.findall(handle.read().decode("utf-8", "replace"))
+            except OSError:
+                found = []
+            if found:
+                return " (%s)" % found[-1]
+            time.sleep(POLL)
+        return ""
+
+    def _last_line(self, offset):
+        """The program's last line in the log since OFFSET (else the supervisor's), on one line."""
+        try:
+            with open(self.log_file, "rb") as handle:
+                handle.seek(offset)
+                text = handle.read().decode("utf-8", "replace")
+        except OSError as exc:
+            return "(cannot read %s: %s)" % (self.log_file, exc.strerror)
+        ours = re.compile(r"^\S+ \S+ %s %s: " % (re.escape(TAG), re.escape(self.name)))
+        program, supervisor = [], []
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            if ours.match(line):
+                if re.search(r"received SIG\w+, stopping$", line):
+                    break  # what follows is our own stop
+                supervisor.append(line)
+            else:
+                program.append(line)
+        # The program's own last words; else how it ended; else the supervisor's last line.
+        ends = [line for line in supervisor if EXIT_LINE.search(line) or "giving up" in line]
+        for lines in (program, ends, supervisor):
+            if lines:
+                return _one_line(lines[-1])
+        return "(the log is empty)"
+
