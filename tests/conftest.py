@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,8 @@ from mpsocks_testlib import (
     netns_names,
     sh,
     snapshot,
+    start_capture,
+    stop_capture,
     unique_name,
 )
 
@@ -40,15 +41,11 @@ OUTSIDE = "eth0"
 def hermetic_capture(path: Path):
     """Capture on the machine's real interface into PATH while inside; yields a function listing leaks."""
     bpf = " or ".join(f"net {network}" for network in TEST_NETWORKS)
-    proc = subprocess.Popen(["tcpdump", "-p", "-n", "-U", "-i", OUTSIDE, "-w", str(path), bpf],
-                            stderr=subprocess.PIPE, text=True)
-    started = proc.stderr.readline()
-    assert "listening" in started, f"cannot capture on {OUTSIDE}: {started}"
+    proc = start_capture(OUTSIDE, path, bpf)
     try:
-        yield lambda: sh("tcpdump", "-n", "-r", str(path), check=False) if path.exists() else ""
+        yield lambda: sh("tcpdump", "-n", "-r", str(path))
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
+        stop_capture(proc)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -183,3 +183,25 @@ def kill_tree(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     for child in children:
         kill_tree(int(child))
+
+
+def start_capture(interface: str, path: Path, bpf: str, netns: str | None = None) -> subprocess.Popen:
+    """tcpdump on INTERFACE (inside NETNS) into PATH, running once this returns.
+
+    Root keeps the file (``-Z root``: pytest's folders are private), every packet is handed over at once
+    (``--immediate-mode``, else a short capture loses what is still in the kernel's buffer) and the
+    interface's promiscuity is left alone (``-p``: it shows in ``ip -d link``).
+    """
+    cmd = ["tcpdump", "-Z", "root", "--immediate-mode", "-p", "-n", "-U", "-i", interface, "-w", str(path),
+           bpf]
+    proc = subprocess.Popen((["ip", "netns", "exec", netns] if netns else []) + cmd,
+                            stderr=subprocess.PIPE, text=True)
+    started = proc.stderr.readline()
+    assert "listening" in started, f"cannot capture on {interface}: {started}"
+    return proc
+
+
+def stop_capture(proc: subprocess.Popen) -> None:
+    """Stop a capture started by start_capture(); its file is complete afterwards."""
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=10)

@@ -7,7 +7,6 @@ another run's; all traffic stays inside them.
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from mpsocks_testlib import (
     netns_names,
     runner_env,
     snapshot,
+    start_capture,
+    stop_capture,
     unique_name,
 )
 
@@ -46,17 +47,11 @@ class Capture:
 
     def __init__(self, netns, interface, path, bpf="tcp[tcpflags] & (tcp-syn|tcp-ack) == (tcp-syn|tcp-ack)"):
         self.path = path
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", netns, "tcpdump", "-n", "-U", "-i", interface, "-w", str(path), bpf],
-            stderr=subprocess.PIPE, text=True)
-        line = self.proc.stderr.readline()  # "listening on ..." once the capture runs
-        assert "listening" in line, line
+        self.proc = start_capture(interface, path, bpf, netns)
 
     def synacks(self):
         """[(ttl, mss, wscale shift, source)] of the SYN/ACKs captured."""
-        time.sleep(0.3)
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(timeout=10)
+        stop_capture(self.proc)
         out = subprocess.run(
             ["tshark", "-r", str(self.path), "-Y", "tcp.flags.syn == 1 && tcp.flags.ack == 1", "-T", "fields",
              "-e", "ip.ttl", "-e", "tcp.options.mss_val", "-e", "tcp.options.wscale.shift", "-e", "ip.src"],
