@@ -116,7 +116,7 @@ def marked(marker):
     """Live processes whose environment holds MARKER=VALUE (MARKER given as that text)."""
     needle = b"\0" + marker.encode() + b"\0"
     found = []
-    for pid, _ in _processes():
+    for pid, _stat in _processes():
         try:
             with open("/proc/%d/environ" % pid, "rb") as handle:
                 environ = b"\0" + handle.read()
@@ -550,14 +550,14 @@ class Daemon(KernelObject):
         if not record or not self._alive(record):
             return
         pid = record["pid"]
-        groups = [child for _, child in children(pid)]
+        groups = [child for _started, child in children(pid)]
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             return
         if self._wait_gone(record, STOP_GRACE + 3.0):
             return
-        groups += [child for _, child in children(pid) if child not in groups]
+        groups += [child for _started, child in children(pid) if child not in groups]
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         for group in groups:
@@ -703,4 +703,3 @@ class Daemon(KernelObject):
             if lines:
                 return _one_line(lines[-1])
         return "(the log is empty)"
-

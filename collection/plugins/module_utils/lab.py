@@ -268,7 +268,7 @@ def lab_plan(params):
         routes.append(_route(core[j], "default", "198.18.%d.1" % link, "prev"))
     server_link = [link for link in links if link["peer_netns"] == net][0]
     server_link["peer_addresses"] = server_link["peer_addresses"] + [
-        "%s/32" % address for _, address, _ in SERVERS
+        "%s/32" % address for _server, address, _extra in SERVERS
     ]
     servers = {}
     for server, address, extra in SERVERS:

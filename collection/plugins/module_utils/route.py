@@ -237,7 +237,7 @@ class Route(KernelObject):
             duplicates = len(self._matches(ipr)) > 1
             if wanted is None or duplicates:
                 # Delete one at a time until none is left (there may be several after `append`).
-                for _ in range(64):
+                for _attempt in range(64):
                     if not self._matches(ipr):
                         break
                     # Scope "nowhere" matches a route of any scope, as ip route del does.

@@ -135,7 +135,7 @@ def _rate_option(value, option):
         number = float(value)
     except (TypeError, ValueError):
         raise MpsocksError("%s: %r is not a rate in Mbit/s" % (option, value)) from None
-    if not number > 0 or math.isinf(number):
+    if math.isnan(number) or math.isinf(number) or number <= 0:
         raise MpsocksError("%s: the rate must be a number of Mbit/s above 0, got %r" % (option, value))
     if not MIN_RATE_MBIT <= number <= MAX_RATE_MBIT:
         raise MpsocksError("%s: %r Mbit/s is out of range %g..%g"
