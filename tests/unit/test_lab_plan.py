@@ -2,6 +2,7 @@
 
 import ipaddress
 import re
+from pathlib import Path
 
 import pytest
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
@@ -125,3 +126,13 @@ def test_bad_settings_give_one_line_naming_the_setting(settings, needle):
     with pytest.raises(MpsocksError) as error:
         lab_plan(settings)
     assert needle in str(error.value) and "\n" not in str(error.value)
+
+
+def test_lab_inventory_names_the_default_labs_namespaces():
+    import yaml
+
+    inventory = yaml.safe_load((Path(__file__).parents[2] / "inventory" / "lab.yml").read_text())
+    hosts = {host for group in inventory["all"]["children"].values() for host in group["hosts"]}
+    plan = lab_plan({})
+    assert hosts == {plan["host_netns"], plan["server_netns"]} | {u["isp_netns"] for u in plan["uplinks"]}
+    assert inventory["all"]["vars"]["ansible_connection"] == "mpsocks.mptcp.netns"
