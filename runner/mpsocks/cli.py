@@ -284,8 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     down = _verb(lab_verbs, "down", lab_down, "remove the lab, also after an interrupted up",
                  "mpsocks-run lab down")
     add_lab_name_option(down)
-    status = lab_verbs.add_parser("status", **_help("show the lab's topology and whether it is up",
-                                                    "mpsocks-run lab status --json"))
+    status = lab_verbs.add_parser("status", **_help(
+        "show the lab's topology and whether it is up (exit status 0 only when all of it runs)",
+        "mpsocks-run lab status --json"))
     status.set_defaults(command=lab_status)
     add_lab_name_option(status)
     status.add_argument("--json", action="store_true", help="print the topology as JSON")

@@ -4,6 +4,7 @@ Every lab here has a unique name, so its namespaces (NAME-host, NAME-isp0 ...) c
 another run's; all traffic stays inside them.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -64,8 +65,9 @@ def artifacts(tmp_path_factory):
     return tmp_path_factory.mktemp("runs")
 
 
-def _lab(artifacts, *args):
-    """A lab made by ``mpsocks-run lab up ARGS``; yields (name, status, output); down restores the machine."""
+@contextlib.contextmanager
+def running_lab(artifacts, *args):
+    """A lab made by ``mpsocks-run lab up ARGS`` as (name, status, output); down restores the machine."""
     name = unique_name("t")
     before = snapshot()
     rc, output = mpsocks_run("lab", "up", "--name", name, *args, artifacts=artifacts)
@@ -85,14 +87,16 @@ def _lab(artifacts, *args):
 @pytest.fixture(scope="module")
 def lab(artifacts):
     """Two uplinks shaped to 20 and 5 Mbit/s, twelve hops, no middlebox."""
-    yield from _lab(artifacts, "--rates", "20,5")
+    with running_lab(artifacts, "--rates", "20,5") as made:
+        yield made
 
 
 @pytest.fixture(scope="module")
 def middlebox_lab(artifacts):
     """Three uplinks: an optimizer on 0, an option stripper on 1, an MPTCP SYN dropper on 2; four hops."""
-    yield from _lab(artifacts, "--rates", "20,20,20", "--hops", "4", "--middlebox", "0=optimizer",
-                    "--middlebox", "1=strip", "--middlebox", "2=drop-mptcp")
+    with running_lab(artifacts, "--rates", "20,20,20", "--hops", "4", "--middlebox", "0=optimizer",
+                     "--middlebox", "1=strip", "--middlebox", "2=drop-mptcp") as made:
+        yield made
 
 
 def test_status_describes_the_lab(lab):
@@ -275,3 +279,29 @@ def fetch_here(url):
                           env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr
     return json.loads(json.loads(proc.stdout)["body"])
+
+
+def test_optimizer_rate_makes_plain_tcp_faster_then_reconfigure(artifacts):
+    """The seed's "faster without MPTCP": terminated flows get a rate of their own. Then no optimizer."""
+    lab_args = ("--rates", "5", "--hops", "2")
+    optimizer = ("--middlebox", "0=optimizer", "--optimizer-rate", "20")
+    with running_lab(artifacts, *lab_args, *optimizer) as (name, status, _):
+        host, download = status["host_netns"], status["servers"]["download"]
+        plain = fetch(host, f"{download}bytes/{20 * 10**6 // 8 * 3}")
+        mptcp = fetch(host, f"{download}bytes/{5 * 10**6 // 8 * 3}", "--mptcp")
+        plain_rate, mptcp_rate = (got["length"] * 8 / got["seconds"] / 1e6 for got in (plain, mptcp))
+        print(f"optimizer at 20 Mbit/s on a 5 Mbit/s uplink: plain TCP {plain_rate:.2f} Mbit/s, "
+              f"MPTCP {mptcp_rate:.2f} Mbit/s")
+        assert mptcp["mptcp"] and 0.85 * 5 <= mptcp_rate <= 5
+        assert 0.85 * 20 <= plain_rate <= 20
+
+        rc, output = mpsocks_run("lab", "up", "--name", name, *lab_args, artifacts=artifacts)
+        assert rc == 0 and changed_count(output, "localhost") > 0, output
+        isp = status["uplinks"][0]["isp_netns"]
+        assert "mpsocks_lab" not in subprocess.run(["ip", "netns", "exec", isp, "nft", "list", "tables"],
+                                                   capture_output=True, text=True, check=True).stdout
+        rc, status_text = mpsocks_run("lab", "status", "--name", name, artifacts=artifacts)
+        assert rc == 0 and "middlebox none" in status_text and "optimizer" not in status_text, status_text
+        assert not (RUN_ROOT / name / "optimizer-isp0.pid").exists()
+        rc, output = mpsocks_run("lab", "up", "--name", name, *lab_args, artifacts=artifacts)
+        assert rc == 0 and changed_count(output, "localhost") == 0, output
