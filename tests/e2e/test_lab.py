@@ -110,9 +110,11 @@ def test_status_describes_the_lab(lab):
     assert all(status["processes_up"].values())
 
 
-def test_second_up_changes_nothing(lab, artifacts):
+def test_second_up_and_its_check_mode_change_nothing(lab, artifacts):
     name, _, _ = lab
     rc, output = mpsocks_run("lab", "up", "--name", name, "--rates", "20,5", artifacts=artifacts)
+    assert rc == 0 and changed_count(output, "localhost") == 0, output
+    rc, output = mpsocks_run("--check", "lab", "up", "--name", name, "--rates", "20,5", artifacts=artifacts)
     assert rc == 0 and changed_count(output, "localhost") == 0, output
 
 

@@ -15,11 +15,12 @@ import pytest
 from mpsocks_testlib import COLLECTION
 
 BIN = Path(sys.executable).parent
-PLUGINS = [
-    ("module", "tap"), ("module", "nat"), ("module", "policy_route"), ("module", "mptcp_endpoint"),
-    ("module", "mptcp_limits"), ("module", "network_info"), ("connection", "netns"),
-    ("filter", "uplink_plan"), ("role", "host_network"),
-]
+#: Every plugin and role of the checkout, as (ansible-doc type, name).
+_FOLDERS = {"module": "modules", "connection": "connection", "filter": "filter"}
+PLUGINS = sorted(
+    [(kind, path.stem) for kind, folder in _FOLDERS.items()
+     for path in (COLLECTION / "plugins" / folder).glob("[!_]*.py")]
+    + [("role", path.name) for path in (COLLECTION / "roles").iterdir()])
 
 
 def plain_env():
