@@ -84,7 +84,7 @@ def proc_cmdline(pid):
     return [part.decode("utf-8", "replace") for part in data.split(b"\0")[:-1]]
 
 
-def netns_identity(pid=None):
+def process_netns(pid=None):
     """(device, inode) of the network namespace of PID (default: this process), or None."""
     try:
         found = os.stat("/proc/%s/ns/net" % ("self" if pid is None else pid))
@@ -429,7 +429,7 @@ class Daemon(KernelObject):
         record = self._load()
         if record is None:
             return None
-        running = self._alive(record) and netns_identity(record["pid"]) == netns_identity()
+        running = self._alive(record) and process_netns(record["pid"]) == process_netns()
         return {
             "name": self.name,
             "argv": record.get("argv"),
@@ -488,7 +488,7 @@ class Daemon(KernelObject):
             target = os.stat(path)
         except OSError:
             raise MpsocksError("netns: namespace %r does not exist (no %s)" % (name, path)) from None
-        if [target.st_dev, target.st_ino] != netns_identity():
+        if [target.st_dev, target.st_ino] != process_netns():
             enter_netns(name)
 
     def _load(self):
