@@ -119,7 +119,7 @@ def parse_middlebox(text: str) -> tuple[int, str]:
 
 def lab_name(name: str) -> str:
     """NAME if it is a usable lab name."""
-    if not re.fullmatch(r"[a-z][a-z0-9]{0,9}", name):
+    if not lab.NAME_PATTERN.match(name):
         raise argparse.ArgumentTypeError(f"{name!r} is not a lab name (1-10 lower-case letters or digits)")
     return name
 

@@ -11,9 +11,14 @@ import os
 from pathlib import Path
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
-from ansible_collections.mpsocks.mptcp.plugins.module_utils.lab import DEFAULTS, MIDDLEBOXES, lab_plan
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.lab import (
+    DEFAULTS,
+    MIDDLEBOXES,
+    NAME_PATTERN,
+    lab_plan,
+)
 
-__all__ = ["MIDDLEBOXES", "MpsocksError", "format_status", "lab_settings", "status"]
+__all__ = ["MIDDLEBOXES", "NAME_PATTERN", "MpsocksError", "format_status", "lab_settings", "status"]
 
 NETNS_DIR = Path("/run/netns")
 
