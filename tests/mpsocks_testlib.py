@@ -66,6 +66,17 @@ def run_module(module: str, /, check: bool = False, diff: bool = True, **params)
         raise AssertionError(f"module {module} printed no JSON: {proc.stdout}{proc.stderr}") from None
 
 
+def run_item(module: str, /, check: bool = False, diff: bool = True, **params) -> dict:
+    """Run list MODULE with PARAMS as its one config item; its result flattened as a one-object module's.
+
+    ``state`` and ``netns`` stay per item (the module's defaults for items are left alone).
+    """
+    raw = run_module(module, check=check, diff=diff, config=[params])
+    results = raw.pop("results", None) or [{}]
+    raw.pop("diff", None)
+    return dict(results[0], **raw)
+
+
 def netns_names() -> set[str]:
     """Names of the namespaces ``ip netns`` knows."""
     return {line.split()[0] for line in sh("ip", "netns", "list").splitlines() if line.strip()}

@@ -2,7 +2,7 @@
 
 import json
 
-from mpsocks_testlib import assert_unchanged, run_module, sh, snapshot
+from mpsocks_testlib import assert_unchanged, run_item, sh, snapshot
 
 
 def tun_info(netns, name):
@@ -16,11 +16,11 @@ def test_create_read_back_idempotent_and_remove(netns):
     args = dict(name="mptcp0", owner="65534", group="100", addresses=["10.66.6.1/24", "fd66::1/64"],
                 netns=netns)
 
-    predicted = run_module("tap", check=True, **args)
+    predicted = run_item("tap", check=True, **args)
     assert predicted["changed"] is True
     assert_unchanged(before, netns)
 
-    created = run_module("tap", **args)
+    created = run_item("tap", **args)
     assert created["changed"] is True
     assert created["tap"] == predicted["tap"]
     info = tun_info(netns, "mptcp0")
@@ -29,31 +29,31 @@ def test_create_read_back_idempotent_and_remove(netns):
     addrs = sh("ip", "-o", "addr", "show", "dev", "mptcp0", netns=netns)
     assert "10.66.6.1/24" in addrs and "fd66::1/64" in addrs
 
-    again = run_module("tap", **args)
+    again = run_item("tap", **args)
     assert again["changed"] is False
-    assert run_module("tap", check=True, **args)["changed"] is False
+    assert run_item("tap", check=True, **args)["changed"] is False
 
-    assert run_module("tap", check=True, name="mptcp0", state="absent", netns=netns)["changed"]
+    assert run_item("tap", check=True, name="mptcp0", state="absent", netns=netns)["changed"]
     assert "mptcp0" in sh("ip", "link", netns=netns)
-    removed = run_module("tap", name="mptcp0", state="absent", netns=netns)
+    removed = run_item("tap", name="mptcp0", state="absent", netns=netns)
     assert removed["changed"] is True and removed["tap"] == {}
-    assert run_module("tap", name="mptcp0", state="absent", netns=netns)["changed"] is False
+    assert run_item("tap", name="mptcp0", state="absent", netns=netns)["changed"] is False
     assert_unchanged(before, netns)
 
 
 def test_update_addresses_state_and_owner(netns):
-    run_module("tap", name="mptcp1", addresses=["10.66.7.1/24"], netns=netns)
+    run_item("tap", name="mptcp1", addresses=["10.66.7.1/24"], netns=netns)
     change = dict(name="mptcp1", owner="65534", addresses=["10.66.7.9/24"], up=False, netns=netns)
-    predicted = run_module("tap", check=True, **change)
+    predicted = run_item("tap", check=True, **change)
     assert predicted["diff"]["before"]["addresses"] == ["10.66.7.1/24"]
-    changed = run_module("tap", **change)
+    changed = run_item("tap", **change)
     assert changed["changed"] is True and changed["tap"] == predicted["tap"]
-    assert changed["tap"] == {"name": "mptcp1", "owner": 65534, "group": None,
+    assert changed["tap"] == {"name": "mptcp1", "owner": "65534", "group": None,
                               "addresses": ["10.66.7.9/24"], "up": False, "forwarding": False}
     info = tun_info(netns, "mptcp1")
     assert info["user"] == "nobody" and "UP" not in info["flags"]
     # Options left out are not managed: owner and addresses stay as they are.
-    kept = run_module("tap", name="mptcp1", up=False, netns=netns)
+    kept = run_item("tap", name="mptcp1", up=False, netns=netns)
     assert kept["changed"] is False
 
 
@@ -62,16 +62,16 @@ def test_forwarding_follows_the_option_and_the_namespace_default(netns):
         return sh("sysctl", "-n", f"net.ipv4.conf.{name}.forwarding", netns=netns).strip()
 
     assert forwarding("default") == "0"
-    assert run_module("tap", name="mptcp0", netns=netns)["tap"]["forwarding"] is False
-    predicted = run_module("tap", check=True, name="mptcp0", forwarding=True, netns=netns)
+    assert run_item("tap", name="mptcp0", netns=netns)["tap"]["forwarding"] is False
+    predicted = run_item("tap", check=True, name="mptcp0", forwarding=True, netns=netns)
     assert predicted["changed"] and forwarding("mptcp0") == "0"
-    done = run_module("tap", name="mptcp0", forwarding=True, netns=netns)
+    done = run_item("tap", name="mptcp0", forwarding=True, netns=netns)
     assert done["tap"] == predicted["tap"] and forwarding("mptcp0") == "1"
     assert forwarding("all") == "0" and forwarding("default") == "0"
-    assert run_module("tap", name="mptcp0", netns=netns)["changed"] is False  # left out: kept
+    assert run_item("tap", name="mptcp0", netns=netns)["changed"] is False  # left out: kept
 
     sh("sysctl", "-qw", "net.ipv4.conf.default.forwarding=1", netns=netns)
-    created = run_module("tap", name="mptcp1", netns=netns)
+    created = run_item("tap", name="mptcp1", netns=netns)
     assert created["tap"]["forwarding"] is True and forwarding("mptcp1") == "1"
 
 
@@ -86,7 +86,7 @@ def test_bad_input_fails_with_one_line_and_changes_nothing(netns):
         "already exists as a veth": dict(name="uplink0"),
     }
     for needle, args in cases.items():
-        result = run_module("tap", netns=netns, **args)
+        result = run_item("tap", netns=netns, **args)
         assert result.get("failed"), args
         assert "\n" not in result["msg"] and "Traceback" not in result["msg"]
         assert needle.split()[0] in result["msg"] or needle in result["msg"], result["msg"]
@@ -94,5 +94,5 @@ def test_bad_input_fails_with_one_line_and_changes_nothing(netns):
 
 
 def test_missing_namespace_is_a_clear_error():
-    result = run_module("tap", name="mptcp0", netns="mpsocks-no-such-ns")
+    result = run_item("tap", name="mptcp0", netns="mpsocks-no-such-ns")
     assert result["failed"] and "mpsocks-no-such-ns" in result["msg"]

@@ -44,12 +44,51 @@ def enter_netns(name):
             raise MpsocksError("netns: namespace %r does not exist (no %s)" % (name, path)) from None
         raise MpsocksError("netns: cannot open %s: %s" % (path, exc.strerror)) from None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise MpsocksError("netns: cannot enter %r: %s" % (name, os.strerror(err)))
+        _setns(fd, "netns: cannot enter %r" % name)
     finally:
         os.close(fd)
+
+
+def _setns(fd, what):
+    if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+        raise MpsocksError("%s: %s" % (what, os.strerror(ctypes.get_errno())))
+
+
+#: The namespace the process started in, opened on first use: where ``netns: null`` means.
+_HOME = []
+
+
+def switch_netns(name):
+    """Enter namespace NAME, or go back to the one the process started in when NAME is None.
+
+    A module working on a list of objects in several namespaces switches before each one.
+    """
+    if not _HOME:
+        _HOME.append(os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC))
+    if name is None:
+        _setns(_HOME[0], "netns: cannot return to the namespace the module started in")
+    else:
+        enter_netns(name)
+
+
+@contextlib.contextmanager
+def visiting(name):
+    """While inside, the thread is in namespace NAME (None: where it is); then back where it was.
+
+    A netlink socket opened inside stays bound to NAME after the thread has left it.
+    """
+    if name is None:
+        yield
+        return
+    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        enter_netns(name)
+        yield
+    finally:
+        try:
+            _setns(saved, "netns: cannot leave %r" % name)
+        finally:
+            os.close(saved)
 
 
 # Creating, inspecting and deleting named namespaces (the mpsocks.mptcp.netns module).

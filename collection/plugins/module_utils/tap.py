@@ -16,6 +16,7 @@ import struct
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.declarative import KernelObject
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.ownership import MARK, not_ours
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.rtnl import (
     address_order,
     iproute,
@@ -114,6 +115,9 @@ class Tap(KernelObject):
             if kind != "tun" or data.get_attr("IFLA_TUN_TYPE") != IFLA_TUN_TYPE_TAP:
                 raise MpsocksError("name: %r already exists as a %s interface, not a tap"
                                    % (self.name, "tun" if kind == "tun" else kind or "plain"))
+            alias = link.get_attr("IFLA_IFALIAS")
+            if alias != MARK:
+                raise not_ours("name: tap %r" % self.name, alias, MARK)
             return {
                 "name": self.name,
                 "owner": data.get_attr("IFLA_TUN_OWNER"),
@@ -122,6 +126,24 @@ class Tap(KernelObject):
                 "up": bool(link["flags"] & IFF_UP),
                 "forwarding": read_value(ipv4_forwarding_path(self.name)) == 1,
             }
+
+    def as_config(self, state):
+        return dict(state, **{key: None if state[key] is None else str(state[key]) for key in ("owner", "group")})
+
+    @classmethod
+    def strays(cls, params, declared):
+        """Every tap with the mpsocks alias in the module's namespace that DECLARED does not name."""
+        names = {obj.name for obj in declared if obj.params.get("netns") == params.get("netns")}
+        found = []
+        with iproute() as ipr:
+            for link in ipr.get_links():
+                name = link.get_attr("IFLA_IFNAME")
+                if (link_kind(link) == "tun" and link.get_attr("IFLA_IFALIAS") == MARK
+                        and name not in names):
+                    found.append(cls({"name": name, "state": "absent", "netns": params.get("netns")}))
+        for obj in found:
+            obj.validate()
+        return found
 
     def wanted(self, current):
         # A new interface starts with the namespace's conf/default values.
@@ -147,6 +169,9 @@ class Tap(KernelObject):
         have = set(current["addresses"]) if current else set()
         with iproute() as ipr:
             index = link_index(ipr, self.name)
+            if current is None:
+                with netlink_errors("marking %s as mpsocks'" % self.name):
+                    ipr.link("set", index=index, ifalias=MARK)
             for text in sorted(have - set(wanted["addresses"])):
                 iface = ipaddress.ip_interface(text)
                 with netlink_errors("removing %s from %s" % (text, self.name)):
