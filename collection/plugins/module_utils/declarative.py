@@ -102,19 +102,17 @@ class KernelObject(abc.ABC):
         return self.result(before, after, changed)
 
     def result(self, before, after, changed):
-        """This object's entry in the module's ``results``."""
-        shown_before = self.as_config(before) if before else {}
-        shown_after = self.as_config(after) if after else {}
+        """This object's entry in the module's ``results``: the diff of what read() sees, the object as input."""
         return {
             "label": self.label(),
             "changed": changed,
             "diff": {
                 "before_header": self.label(),
                 "after_header": self.label(),
-                "before": shown_before,
-                "after": shown_after,
+                "before": before or {},
+                "after": after or {},
             },
-            self.kind: shown_after,
+            self.kind: self.as_config(after) if after else {},
         }
 
     def _apply_or_restore(self, before, after):

@@ -58,15 +58,25 @@ def _setns(fd, what):
 _HOME = []
 
 
+def _home_fd():
+    if not _HOME:
+        _HOME.append(os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC))
+    return _HOME[0]
+
+
+def home_netns_identity():
+    """(st_dev, st_ino) of the namespace the process started in (the caller's)."""
+    found = os.fstat(_home_fd())
+    return (found.st_dev, found.st_ino)
+
+
 def switch_netns(name):
     """Enter namespace NAME, or go back to the one the process started in when NAME is None.
 
     A module working on a list of objects in several namespaces switches before each one.
     """
-    if not _HOME:
-        _HOME.append(os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC))
     if name is None:
-        _setns(_HOME[0], "netns: cannot return to the namespace the module started in")
+        _setns(_home_fd(), "netns: cannot return to the namespace the module started in")
     else:
         enter_netns(name)
 
@@ -80,6 +90,7 @@ def visiting(name):
     if name is None:
         yield
         return
+    _home_fd()
     saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         enter_netns(name)
