@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from mpsocks_testlib import assert_unchanged, run_module, sh, snapshot, unique_name
+from mpsocks_testlib import assert_unchanged, run_item, run_module, sh, snapshot, unique_name
 
 # One ICMP echo request with a raw socket (this machine has no ping binary);
 # exit 0 on the matching reply from the address asked, 3 on none (1 would be a crash).
@@ -77,17 +77,19 @@ def test_pair_across_two_namespaces(netns):
         before, before_other = snapshot(netns), snapshot(other)
         args = dict(name="isp0", peer="host", peer_netns=other, addresses=["10.66.40.1/24"],
                     peer_addresses=["10.66.40.2/24", "fd66:40::2/64"], netns=netns)
+        state = {"name": "isp0", "netns": netns, "addresses": ["10.66.40.1/24"], "up": True,
+                 "peer": {"name": "host", "netns": other, "addresses": ["10.66.40.2/24", "fd66:40::2/64"],
+                          "up": True}}
         expected = {"name": "isp0", "netns": netns, "addresses": ["10.66.40.1/24"], "up": True,
-                    "peer": {"name": "host", "netns": other, "addresses": ["10.66.40.2/24", "fd66:40::2/64"],
-                             "up": True}}
+                    "peer": "host", "peer_netns": other, "peer_addresses": ["10.66.40.2/24", "fd66:40::2/64"]}
 
-        predicted = run_module("veth", check=True, **args)
+        predicted = run_item("veth", check=True, **args)
         assert predicted["changed"] is True and predicted["veth"] == expected
-        assert predicted["diff"]["before"] == {} and predicted["diff"]["after"] == expected
+        assert predicted["diff"]["before"] == {} and predicted["diff"]["after"] == state
         assert_unchanged(before, netns)
         assert_unchanged(before_other, other)
 
-        created = run_module("veth", **args)
+        created = run_item("veth", **args)
         assert created["changed"] is True and created["veth"] == expected
         here, there = link(netns, "isp0"), link(other, "host")
         assert here["linkinfo"]["info_kind"] == "veth" and there["linkinfo"]["info_kind"] == "veth"
@@ -100,40 +102,41 @@ def test_pair_across_two_namespaces(netns):
         assert addresses(other, "host") == ["10.66.40.2/24", "fd66:40::2/64"]
         assert pings(netns, "10.66.40.2") and pings(other, "10.66.40.1")
 
-        assert run_module("veth", **args)["changed"] is False
-        assert run_module("veth", check=True, **args)["changed"] is False
+        assert run_item("veth", **args)["changed"] is False
+        assert run_item("veth", check=True, **args)["changed"] is False
 
         down = dict(args, addresses=["10.66.41.1/24"], peer_addresses=["10.66.41.2/24"], up=False)
-        predicted = run_module("veth", check=True, **down)
-        assert predicted["changed"] is True and predicted["diff"]["before"] == expected
+        predicted = run_item("veth", check=True, **down)
+        assert predicted["changed"] is True and predicted["diff"]["before"] == state
         assert addresses(netns, "isp0") == ["10.66.40.1/24"] and "UP" in link(netns, "isp0")["flags"]
-        changed = run_module("veth", **down)
+        changed = run_item("veth", **down)
         assert changed["changed"] is True and changed["veth"] == predicted["veth"]
-        assert changed["veth"]["peer"] == {"name": "host", "netns": other, "addresses": ["10.66.41.2/24"],
-                                           "up": False}
+        assert changed["veth"] == dict(expected, addresses=["10.66.41.1/24"], up=False,
+                                       peer_addresses=["10.66.41.2/24"])
+        assert run_item("veth", **changed["veth"])["changed"] is False  # the result is valid input
         assert addresses(netns, "isp0") == ["10.66.41.1/24"] and addresses(other, "host") == ["10.66.41.2/24"]
         assert "UP" not in link(netns, "isp0")["flags"] and "UP" not in link(other, "host")["flags"]
         assert not pings(netns, "10.66.41.2", timeout=0.5)
-        assert run_module("veth", **down)["changed"] is False
+        assert run_item("veth", **down)["changed"] is False
 
         gone = dict(name="isp0", peer="host", peer_netns=other, netns=netns, state="absent")
-        assert run_module("veth", check=True, **gone)["changed"] is True
+        assert run_item("veth", check=True, **gone)["changed"] is True
         assert "isp0" in links(netns) and "host" in links(other)
-        removed = run_module("veth", **gone)
+        removed = run_item("veth", **gone)
         assert removed["changed"] is True and removed["veth"] == {}
         assert removed["diff"]["before"]["peer"]["name"] == "host"
         assert "isp0" not in links(netns) and "host" not in links(other)
-        assert run_module("veth", **gone)["changed"] is False
+        assert run_item("veth", **gone)["changed"] is False
         assert_unchanged(before, netns)
         assert_unchanged(before_other, other)
 
 
 def test_pair_in_one_namespace_and_unmanaged_addresses(netns):
     args = dict(name="v0", peer="v0p", netns=netns)
-    created = run_module("veth", **args)
+    created = run_item("veth", **args)
     assert created["changed"] is True
     assert created["veth"] == {"name": "v0", "netns": netns, "addresses": [], "up": True,
-                               "peer": {"name": "v0p", "netns": None, "addresses": [], "up": True}}
+                               "peer": "v0p", "peer_netns": None, "peer_addresses": []}
     here, there = link(netns, "v0"), link(netns, "v0p")
     assert here["linkinfo"]["info_kind"] == "veth" and there["linkinfo"]["info_kind"] == "veth"
     assert (here["link"], there["link"]) == ("v0p", "v0") and "link_netnsid" not in here
@@ -141,13 +144,13 @@ def test_pair_in_one_namespace_and_unmanaged_addresses(netns):
     # Addresses left out are not managed; an empty list removes them, on either end.
     sh("ip", "addr", "add", "10.66.42.1/24", "dev", "v0", netns=netns)
     sh("ip", "addr", "add", "10.66.42.2/24", "dev", "v0p", netns=netns)
-    assert run_module("veth", **args)["changed"] is False
-    cleared = run_module("veth", addresses=[], **args)
-    assert cleared["changed"] is True and cleared["veth"]["peer"]["addresses"] == ["10.66.42.2/24"]
+    assert run_item("veth", **args)["changed"] is False
+    cleared = run_item("veth", addresses=[], **args)
+    assert cleared["changed"] is True and cleared["veth"]["peer_addresses"] == ["10.66.42.2/24"]
     assert addresses(netns, "v0") == [] and addresses(netns, "v0p") == ["10.66.42.2/24"]
 
     # Deleting the pair by naming its other end works too: it is the same pair seen from there.
-    removed = run_module("veth", name="v0p", peer="v0", netns=netns, state="absent")
+    removed = run_item("veth", name="v0p", peer="v0", netns=netns, state="absent")
     assert removed["changed"] is True
     assert "v0" not in links(netns) and "v0p" not in links(netns)
 
@@ -156,8 +159,9 @@ def test_conflicts_and_bad_input_fail_with_one_line_and_change_nothing(netns):
     with second_namespace() as other:
         sh("ip", "tuntap", "add", "mode", "tap", "name", "tp0", netns=netns)
         sh("ip", "link", "add", "br0", "type", "bridge", netns=netns)
-        sh("ip", "link", "add", "x0", "type", "veth", "peer", "name", "x0p", netns=netns)
-        sh("ip", "link", "add", "y0", "type", "veth", "peer", "name", "y0p", "netns", other, netns=netns)
+        run_item("veth", name="x0", peer="x0p", netns=netns, up=False)  # down: no IPv6 address changes
+        run_item("veth", name="y0", peer="y0p", peer_netns=other, netns=netns, up=False)
+        sh("ip", "link", "add", "u0", "type", "veth", "peer", "name", "u0p", netns=netns)  # a user's
         before, before_other = snapshot(netns), snapshot(other)
         cases = [
             ("name: 'tp0' already exists as a tun", dict(name="tp0", peer="p")),
@@ -168,6 +172,8 @@ def test_conflicts_and_bad_input_fail_with_one_line_and_change_nothing(netns):
             ("paired with 'y0p'", dict(name="y0", peer="y0p", peer_netns=netns)),
             ("paired with 'x0p'", dict(name="x0", peer="other", state="absent")),
             ("peer: an interface 'x0p'", dict(name="n0", peer="x0p")),
+            ("veth end 'u0' exists but was not made by mpsocks", dict(name="u0", peer="u0p")),
+            ("veth end 'u0' exists but was not made by mpsocks", dict(name="u0", peer="u0p", state="absent")),
             ("peer: an interface 'y0p'", dict(name="n0", peer="y0p", peer_netns=other)),
             ("peer_netns: namespace 'mpsocks-no-such-ns' does not exist",
              dict(name="n0", peer="n1", peer_netns="mpsocks-no-such-ns")),
@@ -180,7 +186,7 @@ def test_conflicts_and_bad_input_fail_with_one_line_and_change_nothing(netns):
                                                                peer_addresses=["10.66.43.300/24"])),
         ]
         for needle, args in cases:
-            result = run_module("veth", netns=netns, **args)
+            result = run_item("veth", netns=netns, **args)
             assert result.get("failed"), args
             assert "\n" not in result["msg"] and "Traceback" not in result["msg"]
             assert needle in result["msg"], result["msg"]
@@ -189,5 +195,26 @@ def test_conflicts_and_bad_input_fail_with_one_line_and_change_nothing(netns):
 
 
 def test_missing_namespace_is_a_clear_error():
-    result = run_module("veth", name="v0", peer="v0p", netns="mpsocks-no-such-ns")
+    result = run_item("veth", name="v0", peer="v0p", netns="mpsocks-no-such-ns")
     assert result["failed"] and "mpsocks-no-such-ns" in result["msg"]
+
+
+def test_many_pairs_in_one_call_and_a_bad_item_changes_nothing(netns):
+    with second_namespace() as other:
+        before, before_other = snapshot(netns), snapshot(other)
+        pairs = [dict(name=f"l{n}", peer=f"c{n}", peer_netns=other, addresses=[f"10.66.5{n}.1/24"],
+                      peer_addresses=[f"10.66.5{n}.2/24"]) for n in range(3)]
+        bad = pairs[:1] + [dict(name="l9", peer="c9", peer_netns="mpsocks-no-such-ns")] + pairs[1:]
+        refused = run_module("veth", netns=netns, config=bad)
+        assert refused.get("failed") and refused["msg"].startswith("config[1] (veth l9): peer_netns: "), refused
+        assert_unchanged(before, netns)
+        assert_unchanged(before_other, other)
+        made = run_module("veth", netns=netns, config=pairs)
+        assert made["changed"] and [r["changed"] for r in made["results"]] == [True] * 3
+        assert len(made["diff"]) == 3 and addresses(other, "c2") == ["10.66.52.2/24"]
+        again = run_module("veth", netns=netns, config=[r["veth"] for r in made["results"]])
+        assert again["changed"] is False and again["diff"] == []
+        gone = run_module("veth", netns=netns, state="absent", config=pairs)
+        assert [r["changed"] for r in gone["results"]] == [True] * 3
+        assert_unchanged(before, netns)
+        assert_unchanged(before_other, other)

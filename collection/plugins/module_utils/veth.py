@@ -12,6 +12,7 @@ import os
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.declarative import KernelObject
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.locking import netns_key
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.netns import (
     NETNS_RUN_DIR,
     current_netns_identity,
@@ -20,6 +21,7 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.netns import (
     valid_netns_name,
 )
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.netns_object import iproute_in
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.ownership import MARK, not_ours
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.rtnl import (
     NetlinkError,
     address_order,
@@ -81,13 +83,21 @@ def _peer_end(ipr, index):
 
 
 def _end(ipr, link, netns):
-    """One end of the pair as read() reports it."""
+    """One end of the pair as read() reports it; fails if mpsocks did not make it."""
+    alias = link.get_attr("IFLA_IFALIAS")
+    if alias != MARK:
+        raise not_ours("veth end %r" % link.get_attr("IFLA_IFNAME"), alias, MARK)
     return {
         "name": link.get_attr("IFLA_IFNAME"),
         "netns": netns,
         "addresses": managed_addresses(ipr, link["index"]),
         "up": bool(link["flags"] & IFF_UP),
     }
+
+
+def _mark(ipr, name):
+    with netlink_errors("marking %s as mpsocks'" % name):
+        ipr.link("set", index=link_index(ipr, name), ifalias=MARK)
 
 
 def _converge(ipr, name, have, want, up):
@@ -128,6 +138,8 @@ class Veth(KernelObject):
         self.addresses = _addresses(self.params.get("addresses"), "addresses")
         self.peer_addresses = _addresses(self.params.get("peer_addresses"), "peer_addresses")
         self._where = False  # not resolved yet
+        if self.state == "present":
+            self._peer_namespace()
 
     def _peer_namespace(self):
         """Name of the namespace the peer belongs in, or None for the current one."""
@@ -145,6 +157,20 @@ class Veth(KernelObject):
                                    "this namespace" % (self.peer, self.peer_netns))
             self._where = where
         return self._where
+
+    def lock_keys(self):
+        keys = super().lock_keys()
+        if self.peer_netns is not None:
+            identity = netns_identity(self.peer_netns, "peer_netns")
+            if identity is not None:
+                keys.append(netns_key(identity))
+        return keys
+
+    def as_config(self, state):
+        peer = state["peer"]
+        return {"name": state["name"], "netns": state["netns"], "addresses": state["addresses"],
+                "up": state["up"], "peer": peer["name"], "peer_netns": peer["netns"],
+                "peer_addresses": peer["addresses"]}
 
     def _describe(self, where):
         if where is not None:
@@ -201,7 +227,7 @@ class Veth(KernelObject):
 
     def wanted(self, current):
         current = current or {"addresses": [], "peer": {"addresses": []}}
-        up = self.params.get("up", True)
+        up = self.params.get("up") is not False
         return {
             "name": self.name,
             "netns": self.params.get("netns"),
@@ -225,6 +251,9 @@ class Veth(KernelObject):
         with iproute() as ipr:
             if current is None:
                 self._create(ipr, where)
+                _mark(ipr, self.name)
+                with iproute_in(where) as other:
+                    _mark(other, self.peer)
             _converge(ipr, self.name, current["addresses"] if current else [],
                       wanted["addresses"], wanted["up"])
         with iproute_in(where) as ipr:

@@ -13,13 +13,13 @@ module: veth
 short_description: Manage a veth pair whose ends may be in two network namespaces
 version_added: 0.1.0
 description:
-  - Creates, changes or removes one veth pair (C(ip link add NAME type veth peer name PEER netns NS))
-    with the addresses and link state of both ends, through netlink.
-  - End O(name) is in the current namespace (or O(netns)); end O(peer) is created directly in
-    O(peer_netns). The peer end is read and changed through a netlink socket opened in that
-    namespace; the module itself does not move.
-  - If O(name) exists but is not a veth, or is a veth paired with another name or in another
-    namespace, the module fails and changes nothing.
+  - Creates, changes or removes veth pairs (C(ip link add NAME type veth peer name PEER netns NS))
+    with the addresses and link state of both ends, through netlink: a list of them in one call.
+  - End O(config[].name) is in the item's namespace; end O(config[].peer) is created directly in
+    O(config[].peer_netns) and read and changed through a netlink socket opened there.
+  - Both ends carry the alias C(mpsocks): that mark is how mpsocks tells its own links from a user's.
+  - If O(config[].name) exists but is not a veth, is not marked as mpsocks', or is a veth paired
+    with another name or in another namespace, the module fails and changes nothing.
   - Deleting either end deletes the pair; so does deleting either namespace.
   - Every change is read back from the kernel; a difference is reported as a failure.
 author:
@@ -27,46 +27,63 @@ author:
 requirements:
   - pyroute2 >= 0.9.7 on the managed host
 options:
-  name:
+  config:
     description:
-      - Name of the end in the current namespace (or O(netns)), at most 15 characters.
-    type: str
+      - The veth pairs, one dict each. Every item is validated before anything changes, then the
+        pairs are made to match in order, each from its own namespace.
+    type: list
+    elements: dict
     required: true
-  peer:
-    description:
-      - Name of the other end, at most 15 characters.
-      - It may equal O(name) only when the peer lives in another namespace.
-    type: str
-    required: true
-  peer_netns:
-    description:
-      - Named network namespace (as in C(ip netns list)) the peer end lives in. It must exist.
-      - When omitted, the peer is in the same namespace as O(name).
-    type: str
+    suboptions:
+      name:
+        description:
+          - Name of the end in the item's namespace (O(config[].netns)), at most 15 characters.
+        type: str
+        required: true
+      peer:
+        description:
+          - Name of the other end, at most 15 characters.
+          - It may equal O(config[].name) only when the peer lives in another namespace.
+        type: str
+        required: true
+      peer_netns:
+        description:
+          - Named network namespace (as in C(ip netns list)) the peer end lives in. It must exist.
+          - When omitted, the peer is in the same namespace as O(config[].name).
+        type: str
+      state:
+        description:
+          - V(present) creates or updates the pair, V(absent) deletes it.
+          - Defaults to the module's O(state).
+        type: str
+        choices: [present, absent]
+      addresses:
+        description:
+          - Every address end O(config[].name) should hold, as C(ADDR/PREFIX) (IPv4 or IPv6).
+          - Addresses not listed are removed; IPv6 link-local addresses are left to the kernel.
+          - When omitted, the addresses are not managed.
+        type: list
+        elements: str
+      peer_addresses:
+        description:
+          - Every address end O(config[].peer) should hold, like O(config[].addresses).
+          - When omitted, the peer's addresses are not managed.
+        type: list
+        elements: str
+      up:
+        description:
+          - Whether both ends are administratively up (default true).
+        type: bool
+      netns:
+        description:
+          - Namespace of end O(config[].name); defaults to the module's O(netns).
+        type: str
   state:
     description:
-      - V(present) creates or updates the pair, V(absent) deletes it.
+      - The state of every item that does not give its own.
     type: str
     choices: [present, absent]
     default: present
-  addresses:
-    description:
-      - Every address end O(name) should hold, as C(ADDR/PREFIX) (IPv4 or IPv6).
-      - Addresses not listed are removed; IPv6 link-local addresses are left to the kernel.
-      - When omitted, the addresses are not managed.
-    type: list
-    elements: str
-  peer_addresses:
-    description:
-      - Every address end O(peer) should hold, like O(addresses).
-      - When omitted, the peer's addresses are not managed.
-    type: list
-    elements: str
-  up:
-    description:
-      - Whether both ends are administratively up.
-    type: bool
-    default: true
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - mpsocks.mptcp.netns
@@ -83,60 +100,86 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Link the lab host to its first ISP
+- name: Link the lab host to its two ISPs
   mpsocks.mptcp.veth:
-    name: isp0
-    addresses: [10.66.10.2/30]
-    peer: host
-    peer_netns: mpslab-isp0
-    peer_addresses: [10.66.10.1/30]
     netns: mpslab-host
+    config:
+      - name: lab0
+        addresses: [198.18.0.2/24]
+        peer: cust
+        peer_netns: mpslab-isp0
+        peer_addresses: [198.18.0.1/24]
+      - name: lab1
+        addresses: [198.18.1.2/24]
+        peer: cust
+        peer_netns: mpslab-isp1
+        peer_addresses: [198.18.1.1/24]
 
 - name: Both ends in one namespace, addresses not managed
   mpsocks.mptcp.veth:
-    name: v0
-    peer: v0p
+    config:
+      - name: v0
+        peer: v0p
 
-- name: Remove the pair
+- name: Remove a pair
   mpsocks.mptcp.veth:
-    name: isp0
-    peer: host
-    peer_netns: mpslab-isp0
-    netns: mpslab-host
     state: absent
+    config:
+      - name: lab0
+        peer: cust
+        peer_netns: mpslab-isp0
+        netns: mpslab-host
 """
 
 RETURN = r"""
-veth:
-  description: The pair as the kernel holds it after the task (empty when absent).
+results:
+  description: One entry per pair, in the order of O(config).
   returned: always
-  type: dict
+  type: list
+  elements: dict
   contains:
-    name:
-      description: Name of the end in the current namespace.
+    label:
+      description: Which pair.
       type: str
-      sample: isp0
-    netns:
-      description: The O(netns) option, the namespace of this end (null for the current one).
-      type: str
-      sample: mpslab-host
-    addresses:
-      description: Addresses of this end as C(ADDR/PREFIX), IPv6 link-local left out.
-      type: list
-      elements: str
-      sample: [10.66.10.2/30]
-    up:
-      description: Whether this end is administratively up.
+      sample: veth lab0
+    changed:
+      description: Whether this pair changed.
       type: bool
-      sample: true
-    peer:
-      description: The other end, with the same keys; its C(netns) is O(peer_netns).
+    veth:
+      description: The pair as the kernel holds it after the task (empty when absent), in the form
+        O(config) takes.
       type: dict
-      sample:
-        name: host
-        netns: mpslab-isp0
-        addresses: [10.66.10.1/30]
-        up: true
+      contains:
+        name:
+          description: Name of the end in the item's namespace.
+          type: str
+          sample: lab0
+        netns:
+          description: The item's namespace (null for the current one).
+          type: str
+          sample: mpslab-host
+        addresses:
+          description: Addresses of this end as C(ADDR/PREFIX), IPv6 link-local left out.
+          type: list
+          elements: str
+          sample: [198.18.0.2/24]
+        up:
+          description: Whether the ends are administratively up.
+          type: bool
+          sample: true
+        peer:
+          description: Name of the other end.
+          type: str
+          sample: cust
+        peer_netns:
+          description: Namespace of the other end (null for the same one).
+          type: str
+          sample: mpslab-isp0
+        peer_addresses:
+          description: Addresses of the other end.
+          type: list
+          elements: str
+          sample: [198.18.0.1/24]
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -147,13 +190,17 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.veth import Veth
 def build_module():
     return AnsibleModule(
         argument_spec=dict(
-            name=dict(type="str", required=True),
-            peer=dict(type="str", required=True),
-            peer_netns=dict(type="str"),
+            config=dict(type="list", elements="dict", required=True, options=dict(
+                name=dict(type="str", required=True),
+                peer=dict(type="str", required=True),
+                peer_netns=dict(type="str"),
+                state=dict(type="str", choices=["present", "absent"]),
+                addresses=dict(type="list", elements="str"),
+                peer_addresses=dict(type="list", elements="str"),
+                up=dict(type="bool"),
+                netns=dict(type="str"),
+            )),
             state=dict(type="str", choices=["present", "absent"], default="present"),
-            addresses=dict(type="list", elements="str"),
-            peer_addresses=dict(type="list", elements="str"),
-            up=dict(type="bool", default=True),
             netns=dict(type="str"),
         ),
         supports_check_mode=True,
