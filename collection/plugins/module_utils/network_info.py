@@ -4,7 +4,9 @@
 """Which uplink slots hold mpsocks objects, read from the kernel.
 
 Teardown asks this instead of trusting the uplink list, so it also finds what
-an interrupted run left behind. Each object is read by its own module's class.
+an interrupted run left behind. Each object is read by its own module's class,
+which counts only what carries mpsocks' mark: a user's tap named ``mptcp0`` or
+rule in table 6607 is not a slot of ours.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -17,14 +19,19 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.addressing import (
     slot,
 )
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.nat import Nat
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.ownership import NotOurs
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.policy_route import PolicyRoute
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.tap import Tap
 
 
 def _exists(object_class, params):
+    """Whether mpsocks' object of that name exists (one of the same name not made by mpsocks does not count)."""
     managed = object_class(dict(params, state="absent"))
     managed.validate()
-    return managed.read() is not None
+    try:
+        return managed.read() is not None
+    except NotOurs:
+        return False
 
 
 def used_slots(nft_table="mpsocks", tap_prefix=TAP_PREFIX):

@@ -41,10 +41,14 @@ def owner_mark(owner=None):
     return "%s %s" % (MARK, owner)
 
 
+class NotOurs(MpsocksError):
+    """An object with the name mpsocks would use, but not made by it (or by another owner)."""
+
+
 def not_ours(what, found_mark, wanted_mark):
     """The error for an object that exists under our name but without our mark."""
     if found_mark:
-        return MpsocksError("%s exists but is marked %r, not %r: mpsocks neither adopts nor removes it"
-                            % (what, found_mark, wanted_mark))
-    return MpsocksError("%s exists but was not made by mpsocks (no %r mark): mpsocks neither adopts "
-                        "nor removes it; rename or remove it yourself" % (what, wanted_mark))
+        return NotOurs("%s exists but is marked %r, not %r: mpsocks neither adopts nor removes it"
+                       % (what, found_mark, wanted_mark))
+    return NotOurs("%s exists but was not made by mpsocks (no %r mark): mpsocks neither adopts "
+                   "nor removes it; rename or remove it yourself" % (what, wanted_mark))
