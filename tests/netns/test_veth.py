@@ -206,7 +206,8 @@ def test_many_pairs_in_one_call_and_a_bad_item_changes_nothing(netns):
                       peer_addresses=[f"10.66.5{n}.2/24"]) for n in range(3)]
         bad = pairs[:1] + [dict(name="l9", peer="c9", peer_netns="mpsocks-no-such-ns")] + pairs[1:]
         refused = run_module("veth", netns=netns, config=bad)
-        assert refused.get("failed") and refused["msg"].startswith("config[1] (veth l9): peer_netns: "), refused
+        assert refused.get("failed"), refused
+        assert refused["msg"].startswith("config[1] (veth l9): peer_netns: "), refused
         assert_unchanged(before, netns)
         assert_unchanged(before_other, other)
         made = run_module("veth", netns=netns, config=pairs)

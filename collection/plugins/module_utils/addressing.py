@@ -71,3 +71,28 @@ def uplink_plan(uplinks, tap_prefix=TAP_PREFIX):
             raise MpsocksError("mpsocks_uplinks[%d]: %s is listed twice" % (index, uplink["name"]))
         plan.append(dict(slot(index, tap_prefix), uplink=uplink["name"], gateway=uplink["gateway"]))
     return plan
+
+
+def host_plan(uplinks, tap_prefix=TAP_PREFIX, tap_owner=None):
+    """What the host role declares for UPLINKS: one list per module, plus every slot's table.
+
+    ``tables`` covers all slots, used or not, so that one overridden call removes what the
+    slots of uplinks no longer listed hold.
+    """
+    plan = uplink_plan(uplinks, tap_prefix)
+    return {
+        "uplinks": plan,
+        "tables": [FIRST_TABLE + index for index in range(MAX_UPLINKS)],
+        "taps": [
+            {"name": u["tap"], "owner": tap_owner, "addresses": [u["host_address"]], "forwarding": True}
+            for u in plan
+        ],
+        "nat": [
+            {"name": u["tap"], "source": u["subnet"], "in_interface": u["tap"], "out_interface": u["uplink"]}
+            for u in plan
+        ],
+        "policy_routes": [
+            {"table": u["table"], "iif": u["tap"], "routes": [{"via": u["gateway"], "dev": u["uplink"]}]}
+            for u in plan
+        ],
+    }

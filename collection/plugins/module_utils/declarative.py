@@ -102,7 +102,7 @@ class KernelObject(abc.ABC):
         return self.result(before, after, changed)
 
     def result(self, before, after, changed):
-        """This object's entry in the module's ``results``: the diff of what read() sees, the object as input."""
+        """This object's entry in ``results``: the diff of what read() sees, and the object as input."""
         return {
             "label": self.label(),
             "changed": changed,
@@ -179,14 +179,15 @@ class ObjectList:
 
     def converge(self, check_mode):
         for position, obj in enumerate(self.objects):
-            self.results.append(self._in_place(position, obj, lambda: obj.converge(check_mode)))
+            self.results.append(self._in_place(position, obj, obj.converge, check_mode))
         switch_netns(None)
         return self.report()
 
-    def _in_place(self, position, obj, action):
+    def _in_place(self, position, obj, action, *args):
+        """ACTION(*ARGS) for item OBJ, in its namespace; errors name the item."""
         try:
             switch_netns(obj.params.get("netns"))
-            return action()
+            return action(*args)
         except MpsocksError as exc:
             raise MpsocksError(self._where(position, obj) + one_line(exc)) from None
         except Exception as exc:

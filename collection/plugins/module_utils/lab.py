@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The lab's plan: every namespace, link, address, route, shaper, middlebox and server.
 
-``lab_plan()`` is pure: from a few settings it derives the whole topology as plain data.
-The lab role loops over it, ``mpsocks-run lab status`` prints it, the tests read it.
+``lab_plan()`` is pure: from a few settings it derives the whole topology as plain data, one
+list per kind of object in the form its module's ``config`` takes, so the lab role makes one
+module call per kind. ``mpsocks-run lab status`` prints it, the tests read it.
 
 ::
 
@@ -41,6 +42,8 @@ SERVERS = (
     ("plain", "198.19.0.12", ["--tcp"]),
 )
 SERVER_PORT = 80
+#: The servers' program, copied into the lab's run folder.
+SERVER_PROGRAM = "mpsocks_lab_server.py"
 #: The optimizer proxy's SYN/ACK: TTL, MSS and a window clamp that gives window scale 5 (a Linux
 #: host announces 7 or more); its terminated flows go to HTB class 1:20 (hexadecimal, as tc writes it).
 OPTIMIZER = {
@@ -58,16 +61,20 @@ DEFAULTS = {
     "uplinks": [{}, {}],
     "hops": 12,
     "host_netns": True,
+    "host_mptcp": True,
     "uplink_prefix": "lab",
     "table_base": 6650,
     "run_root": "/run/mpsocks/lab",
+    "python": "python3",
 }
+#: The MPTCP limits of the servers: accept as many joins as the path manager allows.
+SERVER_LIMITS = {"subflows": 8, "add_addr_accepted": 8, "enabled": True}
 UPLINK_DEFAULTS = {"rate_mbit": 20, "middlebox": "none", "optimizer_rate_mbit": None, "delay_ms": 0}
 
 
-def namespace_pattern(name):
-    """Regular expression matching every namespace lab NAME can make (for teardown)."""
-    return r"%s-(host|net|isp[0-9]+|r[0-9]+)" % re.escape(name)
+def owner(name):
+    """The owner mark of lab NAME's namespaces (see the netns module)."""
+    return "lab:%s" % name
 
 
 def _number(value, option, low, high, integer=False):
@@ -140,8 +147,11 @@ def _settings(params):
     settings["table_base"] = _number(
         settings["table_base"], "table_base", 1, 32000 - MAX_UPLINKS, integer=True
     )
-    if not isinstance(settings["host_netns"], bool):
-        raise MpsocksError("host_netns: %r is not a boolean" % (settings["host_netns"],))
+    for option in ("host_netns", "host_mptcp"):
+        if not isinstance(settings[option], bool):
+            raise MpsocksError("%s: %r is not a boolean" % (option, settings[option]))
+    if not isinstance(settings["python"], str) or not settings["python"]:
+        raise MpsocksError("python: %r is not a program name" % (settings["python"],))
     if not os.path.isabs(str(settings["run_root"])):
         raise MpsocksError("run_root: %r is not an absolute path" % (settings["run_root"],))
     return settings
@@ -170,8 +180,10 @@ def lab_plan(params):
     net = "%s-net" % name
     routers = ["%s-r%d" % (name, j) for j in range(1, s["hops"])]
     core = routers + [net]  # the chain from the ISPs' side to the servers
-    uplinks, links, routes, shapers, middleboxes, source_rules, daemons = [], [], [], [], [], [], []
+    uplinks, links, routes, shapers, middleboxes, policy_routes, daemons = [], [], [], [], [], [], []
+    sysctls = []
     run_dir = "%s/%s" % (s["run_root"].rstrip("/"), name)
+    program = [s["python"], "%s/%s" % (run_dir, SERVER_PROGRAM)]
     for i, settings in enumerate(s["uplinks"]):
         isp = "%s-isp%d" % (name, i)
         uplink = {
@@ -200,7 +212,7 @@ def lab_plan(params):
         )
         routes.append(_route(isp, "default", "198.18.%d.1" % (64 + i), CORE_INTERFACE))
         routes.append(_route(core[0], "198.18.%d.0/24" % i, "198.18.%d.2" % (64 + i), "isp%d" % i))
-        source_rules.append(
+        policy_routes.append(
             {
                 "netns": host,
                 "table": uplink["table"],
@@ -208,18 +220,13 @@ def lab_plan(params):
                 "routes": [{"to": "default", "via": uplink["gateway"], "dev": uplink["name"]}],
             }
         )
+        # A subflow may answer on any uplink: loose reverse-path filter on the host's ends.
+        sysctls.append({"netns": host, "name": "net.ipv4.conf.%s.rp_filter" % uplink["name"], "value": "2"})
         if host is not None:
             routes.append(_route(host, "default", uplink["gateway"], uplink["name"], metric=100 + i))
         classes = []
-        if settings["middlebox"] != "none":
-            middleboxes.append(
-                {
-                    "netns": isp,
-                    "interface": ISP_INTERFACE,
-                    "kind": settings["middlebox"],
-                    "proxy_port": OPTIMIZER["port"],
-                }
-            )
+        middleboxes.append({"netns": isp, "interface": ISP_INTERFACE, "kind": settings["middlebox"],
+                            "proxy_port": OPTIMIZER["port"]})
         if settings["middlebox"] == "optimizer":
             argv = [
                 "optimizer",
@@ -238,27 +245,13 @@ def lab_plan(params):
                 )
                 argv += ["--priority", str(0x10000 | OPTIMIZER["priority_class"])]
             daemons.append(
-                {"name": "optimizer-isp%d" % i, "netns": isp, "args": argv, "ready_port": OPTIMIZER["port"]}
+                {"name": "optimizer-isp%d" % i, "netns": isp, "argv": program + argv,
+                 "ready_port": OPTIMIZER["port"]}
             )
         # download direction: the ISP towards the subscriber; upload: the ISP towards the core
-        shapers.append(
-            {
-                "netns": isp,
-                "dev": ISP_INTERFACE,
-                "rate_mbit": settings["rate_mbit"],
-                "classes": classes,
-                "delay_ms": settings["delay_ms"],
-            }
-        )
-        shapers.append(
-            {
-                "netns": isp,
-                "dev": CORE_INTERFACE,
-                "rate_mbit": settings["rate_mbit"],
-                "classes": [],
-                "delay_ms": 0,
-            }
-        )
+        rate = settings["rate_mbit"]
+        shapers.append({"netns": isp, "dev": ISP_INTERFACE, "rate_mbit": rate, "classes": classes})
+        shapers.append({"netns": isp, "dev": CORE_INTERFACE, "rate_mbit": rate, "classes": []})
     for j in range(1, len(core)):
         link = 128 + j
         links.append(
@@ -278,35 +271,51 @@ def lab_plan(params):
                 "name": server,
                 "netns": net,
                 "ready_port": SERVER_PORT,
-                "args": ["http", "--listen", "%s:%d" % (address, SERVER_PORT)] + extra,
+                "argv": program + ["http", "--listen", "%s:%d" % (address, SERVER_PORT)] + extra,
             }
         )
-    lab_rule = None
-    if host is None:
-        lab_rule = {
+    forwarding = [u["isp_netns"] for u in uplinks] + routers
+    sysctls += [{"netns": netns, "name": "net.ipv4.ip_forward", "value": "1"} for netns in forwarding]
+    mptcp_limits = [dict(SERVER_LIMITS, netns=net)]
+    endpoints = []
+    if host is not None:
+        # One drop-mptcp experiment must not switch MPTCP off for an hour.
+        sysctls.append({"netns": host, "name": "net.mptcp.blackhole_timeout", "value": "0"})
+        if s["host_mptcp"]:
+            mptcp_limits.append({"netns": host, "subflows": min(len(uplinks) - 1, 8), "add_addr_accepted": 8,
+                                 "enabled": True})
+            endpoints = [{"netns": host, "address": u["address"].split("/")[0], "dev": u["name"],
+                          "flags": ["subflow"]} for u in uplinks[1:]]
+    else:
+        policy_routes.append({
+            "netns": None,
             "table": s["table_base"] + MAX_UPLINKS,
             "destination": LAB_NETWORK,
             "routes": [{"to": LAB_NETWORK, "via": uplinks[0]["gateway"], "dev": uplinks[0]["name"]}],
-        }
+        })
+    namespaces = ([host] if host else []) + [u["isp_netns"] for u in uplinks] + routers + [net]
     return {
         "name": name,
+        "owner": owner(name),
         "run_dir": run_dir,
         "hops": s["hops"],
         "server_ttl_at_host": 64 - s["hops"],
         "host_netns": host,
         "server_netns": net,
         "routers": routers,
-        "namespace_pattern": namespace_pattern(name),
-        "namespaces": ([host] if host else []) + [u["isp_netns"] for u in uplinks] + routers + [net],
-        "forwarding": [u["isp_netns"] for u in uplinks] + routers,
+        "namespaces": namespaces,
+        "namespace_config": [{"name": netns} for netns in namespaces],
         "uplinks": uplinks,
         "links": links,
+        "sysctls": sysctls,
         "routes": routes,
-        "source_rules": source_rules,
-        "lab_rule": lab_rule,
+        "policy_routes": policy_routes,
         "tables": list(range(s["table_base"], s["table_base"] + MAX_UPLINKS + 1)),
         "shapers": shapers,
+        "delays_ms": [u["delay_ms"] for u in uplinks],
         "middleboxes": middleboxes,
+        "mptcp_limits": mptcp_limits,
+        "mptcp_endpoints": endpoints,
         "optimizer": dict(OPTIMIZER),
         "servers": servers,
         "daemons": daemons,

@@ -25,7 +25,7 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.tap import Tap
 
 
 def _exists(object_class, params):
-    """Whether mpsocks' object of that name exists (one of the same name not made by mpsocks does not count)."""
+    """Whether mpsocks' object of that name exists (one not made by mpsocks does not count)."""
     managed = object_class(dict(params, state="absent"))
     managed.validate()
     try:

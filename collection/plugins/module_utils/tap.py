@@ -128,7 +128,8 @@ class Tap(KernelObject):
             }
 
     def as_config(self, state):
-        return dict(state, **{key: None if state[key] is None else str(state[key]) for key in ("owner", "group")})
+        ids = {key: None if state[key] is None else str(state[key]) for key in ("owner", "group")}
+        return dict(state, **ids)
 
     @classmethod
     def strays(cls, params, declared):
