@@ -11,18 +11,24 @@ Ansible the module's code lives in a temporary zip that is deleted as soon as
 the module returns, so everything the supervisor needs is imported up here,
 before any fork.
 
-Files in ``run_dir``: ``NAME.pid`` (the supervisor's pid), ``NAME.json`` (what
-runs: argv, netns, and the supervisor's identity so that a reused pid is never
-mistaken for it) and ``NAME.log`` (kept when the daemon is removed).
+Files in ``run_dir``, all written by the supervisor itself (so a module killed
+right after the fork still leaves a record that finds it): ``NAME.json`` (what
+runs: argv, netns; the supervisor's identity, so that a reused pid is never
+mistaken for it; and the program's process group with its start time, so that
+what a killed supervisor left behind is found and a reused number is not),
+``NAME.pid`` (the supervisor's pid) and ``NAME.log`` (kept when the daemon is
+removed). The supervisor keeps the module's locks until its record is written.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import collections
 import contextlib
 import ctypes
 import gc
+import glob
 import json
 import os
 import re
@@ -34,9 +40,10 @@ import time
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.declarative import KernelObject
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
-from ansible_collections.mpsocks.mptcp.plugins.module_utils.netns import enter_netns, netns_path
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.locking import LOCK_DIR
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.netns import current_netns_identity
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 MAX_NAME = 200
 DEFAULT_RUN_DIR = "/run/mpsocks"
 #: Every line the supervisor writes to the log carries this tag after the time stamp.
@@ -46,6 +53,8 @@ GIVE_UP_EXITS = 5
 GIVE_UP_WINDOW = 30.0
 #: How long the program gets between SIGTERM and SIGKILL.
 STOP_GRACE = 5.0
+#: How long processes get to vanish after SIGKILL.
+KILL_WAIT = 5.0
 #: Without ready_port, the program must stay up this long for the start to count.
 STARTUP_GRACE = 1.0
 POLL = 0.05
@@ -54,25 +63,28 @@ PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 WATCHED = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
-#: Set in the program's environment to RUN_DIR/NAME: finds what a killed supervisor left behind.
+#: Set in the program's environment to RUN_DIR/NAME: finds a program that left its process group.
 MARKER = "MPSOCKS_DAEMON"
 #: Python ignores these; an exec'd program must get the default back.
 RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP)
 EXIT_LINE = re.compile(r"program pid \d+ (exited with status -?\d+|was killed by signal \d+)")
+GONE = ("Z", "X", "x")
+
+ProcStat = collections.namedtuple("ProcStat", "state ppid pgrp session starttime")
 
 
 # --- /proc ----------------------------------------------------------------------------------------
 
 def proc_stat(pid):
-    """(state, ppid, pgrp, starttime) of PID, or None when there is no such process."""
+    """The ProcStat of PID, or None when there is no such process."""
     try:
         with open("/proc/%d/stat" % pid, "rb") as handle:
             data = handle.read()
     except OSError:
         return None
     fields = data[data.rfind(b")") + 2:].split()
-    # fields[0] is stat field 3 (state); ppid is 4, pgrp 5, starttime 22.
-    return fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[19])
+    # fields[0] is stat field 3 (state); ppid is 4, pgrp 5, session 6, starttime 22.
+    return ProcStat(fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19]))
 
 
 def proc_cmdline(pid):
@@ -84,13 +96,13 @@ def proc_cmdline(pid):
     return [part.decode("utf-8", "replace") for part in data.split(b"\0")[:-1]]
 
 
-def process_netns(pid=None):
-    """(device, inode) of the network namespace of PID (default: this process), or None."""
+def process_netns(pid):
+    """(device, inode) of the network namespace of PID, or None."""
     try:
-        found = os.stat("/proc/%s/ns/net" % ("self" if pid is None else pid))
+        found = os.stat("/proc/%d/ns/net" % pid)
     except OSError:
         return None
-    return [found.st_dev, found.st_ino]
+    return (found.st_dev, found.st_ino)
 
 
 def boot_id():
@@ -99,17 +111,23 @@ def boot_id():
 
 
 def _processes():
-    """(pid, stat) of every live process."""
+    """(pid, ProcStat) of every live process."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             found = proc_stat(int(entry))
-            if found is not None and found[0] not in ("Z", "X", "x"):
+            if found is not None and found.state not in GONE:
                 yield int(entry), found
 
 
-def children(pid):
-    """Live children of PID, oldest first."""
-    return sorted((found[3], child) for child, found in _processes() if found[1] == pid)
+def live(pid, starttime):
+    """Whether process PID runs and is the one that started at STARTTIME (not a reused pid)."""
+    found = proc_stat(pid) if isinstance(pid, int) and pid > 1 else None
+    return found is not None and found.state not in GONE and found.starttime == starttime
+
+
+def _gone(pid):
+    found = proc_stat(pid)
+    return found is None or found.state in GONE
 
 
 def marked(marker):
@@ -125,6 +143,31 @@ def marked(marker):
         if needle in environ:
             found.append(pid)
     return found
+
+
+def group_members(record):
+    """Live members of the program's process group that RECORD names (empty if none is recorded).
+
+    The group's number is its first program's pid, recorded with that program's start time and the
+    supervisor's session. While that pid runs it must be the same process; once it has exited the
+    number cannot be reused as long as a member is left, and a member must still be in the session
+    and no older than the group.
+    """
+    program = record.get("program")
+    if not isinstance(program, dict) or not isinstance(program.get("pid"), int) or program["pid"] <= 1:
+        return []
+    try:
+        if record.get("boot_id") != boot_id():
+            return []
+    except OSError:
+        return []
+    leader, started = program["pid"], program.get("starttime")
+    found = proc_stat(leader)
+    if found is not None and found.state not in GONE and found.starttime != started:
+        return []  # the number belongs to another process now
+    return sorted(pid for pid, each in _processes()
+                  if each.pgrp == leader and each.session == record.get("session")
+                  and isinstance(started, int) and each.starttime >= started)
 
 
 def listening_inodes(pid, port):
@@ -160,6 +203,22 @@ def socket_inodes(pid):
     return found
 
 
+def write_atomically(path, text):
+    """Replace PATH by TEXT in one step (readers see the old file or the new one, never half)."""
+    tmp = "%s.tmp%d" % (path, os.getpid())
+    with open(tmp, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _is_lock(fd):
+    """Whether descriptor FD is one of the module's lock files."""
+    try:
+        return os.readlink("/proc/self/fd/%d" % fd).startswith(LOCK_DIR + "/")
+    except OSError:
+        return False
+
+
 # --- the supervisor (runs in the forked process) -------------------------------------------------
 
 def describe_status(status):
@@ -172,13 +231,19 @@ def describe_status(status):
 class Supervisor:
     """Runs one program and restarts it; lives in the detached grandchild of the module."""
 
-    def __init__(self, name, path, argv, env):
-        self.name = name
-        self.path = path
-        self.argv = argv
+    def __init__(self, daemon, env):
+        self.name = daemon.name
+        self.path = daemon.path
+        self.argv = daemon.argv
         self.env = env
+        self.state_file = daemon.state_file
+        self.pid_file = daemon.pid_file
+        self.record = {"name": daemon.name, "argv": daemon.argv, "netns": daemon.netns,
+                       "run_dir": daemon.run_dir, "log": daemon.log_file}
         self.program = None
+        self.program_started = None
         self.exits = []
+        self.locks = []
         self.libc = ctypes.CDLL(None, use_errno=True)
 
     def log(self, text):
@@ -187,7 +252,7 @@ class Supervisor:
             os.write(2, line.encode("utf-8", "replace"))
 
     def detach_and_run(self, log_fd, null_fd, report_fd):
-        """Become the supervisor: standard streams, no other descriptors, then run()."""
+        """Become the supervisor: standard streams, the module's locks, no other descriptors; run()."""
         gc.disable()  # no finalizer may close a descriptor number reused below
         os.chdir("/")
         os.umask(0o022)
@@ -196,9 +261,13 @@ class Supervisor:
         os.dup2(log_fd, 2)
         for entry in os.listdir("/proc/self/fd"):
             fd = int(entry)
-            if fd > 2 and fd != report_fd:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            if fd <= 2 or fd == report_fd:
+                continue
+            if _is_lock(fd):
+                self.locks.append(fd)  # held until the record is written, even if the module dies
+                continue
+            with contextlib.suppress(OSError):
+                os.close(fd)
         try:
             return self.run(report_fd)
         except BaseException as exc:  # the supervisor must leave a line, never a traceback
@@ -212,9 +281,19 @@ class Supervisor:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
         self.log("supervisor pid %d runs: %s" % (os.getpid(), shlex.join(self.argv)))
+        me = proc_stat(os.getpid())
+        self.record.update(pid=os.getpid(), starttime=me.starttime, session=me.session,
+                           cmdline=proc_cmdline(os.getpid()), boot_id=boot_id())
+        try:
+            self.save()
+        except OSError as exc:
+            self.log("cannot write %s: %s" % (self.state_file, exc.strerror))
+            return 1
         restart_at = None
         if not self.spawn():
             restart_at = self.count_exit()
+        for fd in self.locks:
+            os.close(fd)
         os.write(report_fd, ("%d %d\n" % (os.getpid(), self.program or 0)).encode())
         os.close(report_fd)
         while True:
@@ -230,11 +309,26 @@ class Supervisor:
                 self.log("program pid %d %s" % (self.program, describe_status(status)))
                 self.kill_group(self.program, signal.SIGKILL)  # leftovers would hold its ports
                 self.program = None
+                self.remember()
                 restart_at = self.count_exit()
             if restart_at is not None and self.program is None and time.monotonic() >= restart_at:
                 restart_at = None
                 if not self.spawn():
                     restart_at = self.count_exit()
+
+    def save(self):
+        """Write the record (with the program now running, if any) and the pid file."""
+        self.record["program"] = None if self.program is None else {
+            "pid": self.program, "starttime": self.program_started}
+        write_atomically(self.state_file, json.dumps(self.record, indent=1) + "\n")
+        write_atomically(self.pid_file, "%d\n" % os.getpid())
+
+    def remember(self):
+        """save(); a failure is logged and the program keeps running."""
+        try:
+            self.save()
+        except OSError as exc:
+            self.log("cannot update %s: %s" % (self.state_file, exc.strerror))
 
     def count_exit(self):
         """Record an exit; return when to restart, or end the supervisor after too many."""
@@ -268,7 +362,10 @@ class Supervisor:
                 os._exit(127)
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
+        found = proc_stat(pid)  # not reaped yet, so there even if it has exited
         self.program = pid
+        self.program_started = found.starttime if found else None
+        self.remember()
         self.log("started program pid %d" % pid)
         return True
 
@@ -358,6 +455,12 @@ def _one_line(text, limit=300):
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def is_record(record, name):
+    """Whether RECORD (the parsed NAME.json) is daemon NAME's record, not some other JSON file."""
+    return (isinstance(record, dict) and record.get("name") == name and isinstance(record.get("pid"), int)
+            and "argv" in record)
+
+
 class Daemon(KernelObject):
     """A program kept running by a supervisor, identified by name within run_dir."""
 
@@ -365,8 +468,10 @@ class Daemon(KernelObject):
 
     def __init__(self, params):
         super().__init__(params)
-        self.wanted_state = params.get("state") or "started"
+        state = params.get("state") or "started"
+        self.wanted_state = "started" if state == "present" else state  # present: an item of overridden
         self.state = "present" if self.wanted_state == "started" else "absent"
+        self.record = None
 
     def label(self):
         return "daemon %s" % self.params.get("name")
@@ -375,7 +480,7 @@ class Daemon(KernelObject):
 
     def validate(self):
         name = self.params.get("name")
-        if not isinstance(name, str) or not NAME_PATTERN.match(name) or name in (".", "..") \
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name in (".", "..") \
                 or len(name) > MAX_NAME:
             raise MpsocksError("name: %r is not a valid daemon name (up to %d letters, digits, '_', '.', '-')"
                                % (name, MAX_NAME))
@@ -391,8 +496,6 @@ class Daemon(KernelObject):
         self.log_file = os.path.join(self.run_dir, name + ".log")
         self.marker = os.path.join(self.run_dir, name)
         self.netns = self.params.get("netns") or None
-        if self.netns is not None:
-            self._be_in_netns(self.netns)
         if self.wanted_state not in ("started", "absent"):
             raise MpsocksError("state: %r must be started or absent" % self.wanted_state)
         self.argv = None
@@ -425,74 +528,85 @@ class Daemon(KernelObject):
             raise MpsocksError("ready_timeout: %r must be more than 0 seconds"
                                % (self.params.get("ready_timeout"),))
 
+    def lock_keys(self):
+        """The namespace's lock and the daemon's own, so two runs never start or stop it at once."""
+        return super().lock_keys() + ["daemon:" + os.path.realpath(self.marker)]
+
     def read(self):
-        record = self._load()
-        if record is None:
+        self.record = self._load()
+        if self.record is None:
             return None
-        running = self._alive(record) and process_netns(record["pid"]) == process_netns()
+        running = self._alive(self.record) and process_netns(self.record["pid"]) == current_netns_identity()
         return {
             "name": self.name,
-            "argv": record.get("argv"),
-            "netns": record.get("netns"),
+            "argv": self.record.get("argv"),
+            "netns": self.record.get("netns"),
+            "run_dir": self.run_dir,
             "log": self.log_file,
             "running": running,
         }
 
     def wanted(self, current):
-        return {"name": self.name, "argv": self.argv, "netns": self.netns, "log": self.log_file,
-                "running": True}
+        return {"name": self.name, "argv": self.argv, "netns": self.netns, "run_dir": self.run_dir,
+                "log": self.log_file, "running": True}
 
     def apply(self, current, wanted):
+        record = self.record or {}
         if current is not None:
-            self._stop(self._load() or {})
+            self._stop(record)
+        self._kill_leftovers(record)
+        if current is not None:
             self._remove_files()
-        self._kill_leftovers()
         if wanted is not None:
             self._start()
 
-    def _kill_leftovers(self):
-        """SIGKILL programs of this daemon that outlived their supervisor (killed with SIGKILL)."""
-        leftovers = marked("%s=%s" % (MARKER, self.marker))
-        for pid in leftovers:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 2.0
-        while leftovers and time.monotonic() < deadline:
-            leftovers = [pid for pid in leftovers if proc_stat(pid) and proc_stat(pid)[0] not in "ZXx"]
-            time.sleep(POLL)
+    def as_config(self, state):
+        return {key: state[key] for key in ("name", "argv", "netns", "run_dir")}
+
+    @classmethod
+    def strays(cls, params, declared):
+        """Every daemon recorded in the module's run_dir that DECLARED does not name."""
+        run_dir = os.path.normpath(params.get("run_dir") or DEFAULT_RUN_DIR)
+        names = {obj.name for obj in declared if obj.run_dir == run_dir}
+        found = []
+        for path in sorted(glob.glob(os.path.join(glob.escape(run_dir), "*.json"))):
+            name = os.path.basename(path)[:-len(".json")]
+            if name in names or not NAME_PATTERN.fullmatch(name):
+                continue
+            try:
+                with open(path) as handle:
+                    record = json.load(handle)
+            except (OSError, ValueError):
+                continue
+            if is_record(record, name):
+                found.append(cls({"name": name, "run_dir": run_dir, "state": "absent"}))
+        for obj in found:
+            obj.validate()
+        return found
 
     def _apply_or_restore(self, before, after):
         # A failed start stops what it started and removes its files: nothing is left
         # running, and bringing back an old program would hide the failure.
         self.apply(before, after)
 
-    def run(self, check_mode=False):
-        result = super().run(check_mode=check_mode)
-        pid = program = None
-        if self.wanted_state == "started" and not (check_mode and result["changed"]):
-            record = self._load()
-            if record and self._alive(record):
-                pid = record["pid"]
-                found = children(pid)
-                program = found[0][1] if found else None
-        result.update(pid=pid, program_pid=program, log=self.log_file,
-                      argv=result[self.kind].get("argv"), netns=result[self.kind].get("netns"))
+    def converge(self, check_mode=False):
+        """The object's result, with the supervisor's and the program's pids and the log's path."""
+        result = super().converge(check_mode)
+        started = self.state == "present" and not (check_mode and result["changed"])
+        pid, program = self._running_pids() if started else (None, None)
+        result.update(pid=pid, program_pid=program, log=self.log_file)
+        return result
+
+    def result(self, before, after, changed):
+        """The diff shows the daemon as found (running or not, its log), the result its config."""
+        result = super().result(before, after, changed)
+        result["diff"].update(before=dict(before or {}), after=dict(after or {}))
         return result
 
     # helpers
 
-    def _be_in_netns(self, name):
-        """Enter namespace NAME unless this process is in it already (run_module enters it first)."""
-        path = netns_path(name)
-        try:
-            target = os.stat(path)
-        except OSError:
-            raise MpsocksError("netns: namespace %r does not exist (no %s)" % (name, path)) from None
-        if [target.st_dev, target.st_ino] != process_netns():
-            enter_netns(name)
-
     def _load(self):
-        """The recorded state; {} when only unusable files are there; None when there are none."""
+        """The record; {} when only unusable files are there; None when there are none."""
         if not os.path.isdir(self.run_dir):
             return None
         try:
@@ -507,35 +621,37 @@ class Daemon(KernelObject):
             pid_text = None
         if record is None and pid_text is None:
             return None
-        if not isinstance(record, dict) or not isinstance(record.get("pid"), int) \
-                or pid_text != str(record["pid"]):
+        if not is_record(record, self.name) or pid_text != str(record["pid"]):
             return {}
         return record
 
     def _alive(self, record):
         """Whether the recorded supervisor still runs: same pid, start time, command line and boot."""
-        pid = record.get("pid")
-        if not isinstance(pid, int) or pid <= 1:
-            return False
-        found = proc_stat(pid)
-        if found is None or found[0] in ("Z", "X", "x") or found[3] != record.get("starttime"):
+        if not live(record.get("pid"), record.get("starttime")):
             return False
         try:
             same_boot = boot_id() == record.get("boot_id")
         except OSError:
             same_boot = False
-        return same_boot and proc_cmdline(pid) == record.get("cmdline")
+        return same_boot and proc_cmdline(record["pid"]) == record.get("cmdline")
 
-    def _write(self, path, text):
-        tmp = "%s.tmp%d" % (path, os.getpid())
-        with open(tmp, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
+    def _running_pids(self):
+        """(supervisor pid, program pid) from the last read; None for what does not run."""
+        record = self.record
+        if not record or not self._alive(record):
+            return None, None
+        program = record.get("program") or {}
+        found = proc_stat(program["pid"]) if isinstance(program.get("pid"), int) else None
+        if found is None or found.state in GONE or found.starttime != program.get("starttime") \
+                or found.ppid != record["pid"]:
+            return record["pid"], None
+        return record["pid"], program["pid"]
 
     def _remove_files(self):
         for path in (self.pid_file, self.state_file):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            for found in [path] + glob.glob(glob.escape(path) + ".tmp*"):  # a killed writer's half files
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(found)
 
     def _wait_gone(self, record, seconds):
         deadline = time.monotonic() + seconds
@@ -546,26 +662,32 @@ class Daemon(KernelObject):
         return True
 
     def _stop(self, record):
-        """SIGTERM the supervisor (it stops the program); SIGKILL both when that does not work."""
+        """SIGTERM the supervisor (it stops the program's group); SIGKILL it when that does not work."""
         if not record or not self._alive(record):
             return
         pid = record["pid"]
-        groups = [child for _started, child in children(pid)]
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
         if self._wait_gone(record, STOP_GRACE + 3.0):
             return
-        groups += [child for _started, child in children(pid) if child not in groups]
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        for group in groups:
-            for send in (os.killpg, os.kill):
-                with contextlib.suppress(OSError):
-                    send(group, signal.SIGKILL)
         if not self._wait_gone(record, 2.0):
             raise MpsocksError("%s: supervisor pid %d does not stop" % (self.label(), pid))
+
+    def _kill_leftovers(self, record):
+        """SIGKILL what a killed supervisor left: the recorded program group, and marked processes."""
+        leftovers = set(group_members(record)) | set(marked("%s=%s" % (MARKER, self.marker)))
+        leftovers.discard(os.getpid())
+        for pid in leftovers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + KILL_WAIT
+        while leftovers:
+            leftovers = {pid for pid in leftovers if not _gone(pid)}
+            if leftovers and time.monotonic() >= deadline:
+                raise MpsocksError("%s: processes %s survive SIGKILL" % (self.label(), sorted(leftovers)))
+            time.sleep(POLL)
 
     def _start(self):
         if not os.path.isdir(self.run_dir):
@@ -581,7 +703,7 @@ class Daemon(KernelObject):
         offset = os.lseek(log_fd, 0, os.SEEK_END)
         null_fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         read_fd, report_fd = os.pipe()
-        supervisor = Supervisor(self.name, self.path, self.argv, dict(os.environ, **{MARKER: self.marker}))
+        supervisor = Supervisor(self, dict(os.environ, **{MARKER: self.marker}))
         try:
             child = os.fork()
         except OSError as exc:
@@ -614,35 +736,29 @@ class Daemon(KernelObject):
         except ValueError:
             raise MpsocksError("%s: the supervisor did not start; last log line: %s"
                                % (self.label(), self._last_line(offset))) from None
-        found = proc_stat(pid)
-        record = {
-            "name": self.name,
-            "argv": self.argv,
-            "netns": self.netns,
-            "pid": pid,
-            "starttime": found[3] if found else None,
-            "cmdline": proc_cmdline(pid),
-            "boot_id": boot_id(),
-            "log": self.log_file,
-        }
-        self._write(self.state_file, json.dumps(record, indent=1) + "\n")
-        self._write(self.pid_file, "%d\n" % pid)
+        record = self._load()
+        if not record or record["pid"] != pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)  # it reported through our pipe: it is ours
+            raise MpsocksError("%s: supervisor pid %d left no record in %s"
+                               % (self.label(), pid, self.state_file))
         problem = self._wait_ready(record, program, offset)
         if problem:
             self._stop(record)
+            self._kill_leftovers(record)
             self._remove_files()
             raise MpsocksError("%s: %s; last log line: %s (log %s)"
                                % (self.label(), problem, self._last_line(offset), self.log_file))
 
     def _program_up(self, pid, program):
         found = proc_stat(program) if program else None
-        return found is not None and found[0] not in ("Z", "X", "x") and found[1] == pid
+        return found is not None and found.state not in GONE and found.ppid == pid
 
     def _listening(self, pid, program):
         inodes = listening_inodes(pid, self.ready_port)
         if not inodes:
             return False
-        return any(found[2] == program and socket_inodes(member) & inodes
+        return any(found.pgrp == program and socket_inodes(member) & inodes
                    for member, found in _processes())
 
     def _wait_ready(self, record, program, offset):

@@ -235,6 +235,9 @@ class Shaper(KernelObject):
         self.classes = {}
         if self.state != "present":
             return
+        with iproute() as ipr:
+            if link_index(ipr, self.dev) is None:
+                raise MpsocksError("dev: no interface named %r in this namespace" % self.dev)
         if self.params.get("rate_mbit") is None:
             raise MpsocksError("rate_mbit: required when state is present")
         self.rate = rate_bytes(_rate_option(self.params["rate_mbit"], "rate_mbit"))
@@ -286,6 +289,17 @@ class Shaper(KernelObject):
             "classes": [wanted_class(minor, self.classes[minor], self.mtu)
                         for minor in sorted(self.classes)],
         }
+
+    def as_config(self, state):
+        classes = [{"id": c["id"], "rate_mbit": c.get("rate_mbit")} for c in state["classes"]]
+        return {"dev": state["dev"], "rate_mbit": state["rate_mbit"], "classes": classes,
+                "netns": self.params.get("netns")}
+
+    def result(self, before, after, changed):
+        """The diff shows the qdisc as the kernel holds it (bursts, leaves); the result its config."""
+        result = super().result(before, after, changed)
+        result["diff"].update(before=dict(before or {}), after=dict(after or {}))
+        return result
 
     # -- applying -----------------------------------------------------------
 

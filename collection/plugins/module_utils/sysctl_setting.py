@@ -23,12 +23,17 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import Mpsock
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.sysctl import write_value
 
 PROC_SYS = "/proc/sys"
-INTEGER = re.compile(r"^[+-]?[0-9]+$")
+INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def integers(text):
+    """Whether TEXT (normalised) is one integer or several, separated by spaces."""
+    return bool(text) and all(INTEGER.fullmatch(field) for field in text.split(" "))
 
 
 def normalise(text):
     """VALUE with runs of whitespace made one space and integers written plainly ("01" -> "1")."""
-    return " ".join(str(int(f)) if INTEGER.match(f) else f for f in str(text).split())
+    return " ".join(str(int(f)) if INTEGER.fullmatch(f) else f for f in str(text).split())
 
 
 def _walk(directory, parts):
@@ -88,7 +93,11 @@ def _write_text(path, name, value):
 
 
 class SysctlSetting(KernelObject):
-    """A sysctl always exists: present is the only state, and read() never returns None."""
+    """A sysctl always exists: present is the only state, and read() never returns None.
+
+    Validation reads the sysctl, in its namespace, so that a value it cannot take (words for an
+    integer sysctl, any value for a read-only one) is refused before any item of the list changes.
+    """
 
     kind = "sysctl"
 
@@ -104,6 +113,12 @@ class SysctlSetting(KernelObject):
         if "\n" in str(value).strip():
             raise MpsocksError("value: one line only for sysctl %r" % self.name)
         self.value = normalise(value)
+        if not os.stat(self.path).st_mode & 0o200:
+            raise MpsocksError("value: sysctl %r is read-only" % self.name)
+        current = normalise(_read_text(self.path, self.name))
+        if integers(current) and not integers(self.value):
+            raise MpsocksError("value: sysctl %r takes integers (it holds %r), not %r"
+                               % (self.name, current, self.value))
 
     def read(self):
         return {"name": self.name, "value": normalise(_read_text(self.path, self.name))}
@@ -111,9 +126,12 @@ class SysctlSetting(KernelObject):
     def wanted(self, current):
         return {"name": self.name, "value": self.value}
 
+    def as_config(self, state):
+        return dict(state, netns=self.params.get("netns"))
+
     def apply(self, current, wanted):
         value = wanted["value"]
-        if INTEGER.match(value) and INTEGER.match(current["value"]):
+        if INTEGER.fullmatch(value) and INTEGER.fullmatch(current["value"]):
             try:
                 write_value(self.path, int(value))
             except MpsocksError:

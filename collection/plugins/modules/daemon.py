@@ -10,58 +10,90 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 ---
 module: daemon
-short_description: Keep a program running under a small supervisor, in a network namespace
+short_description: Keep programs running under small supervisors, in network namespaces
 version_added: 0.1.0
 description:
-  - Starts a program detached from Ansible under a supervisor process that restarts it when it exits,
-    for machines without an init system that would do so (the lab's servers and proxies).
+  - Starts programs detached from Ansible, each under a supervisor process that restarts it when it
+    exits, for machines without an init system that would do so (the lab's servers and proxies): a
+    list of them in one call, each in its own namespace.
   - The supervisor runs the program in a process group of its own, with stdin from C(/dev/null) and
     stdout and stderr appended to C(RUN_DIR/NAME.log). When the program exits it is started again after
     1 second; after 5 exits within 30 seconds the supervisor gives up, writes a line to the log and ends.
   - SIGTERM to the supervisor stops the program (SIGTERM to its process group, SIGKILL after 5 seconds)
     and then the supervisor.
-  - C(RUN_DIR/NAME.pid) holds the supervisor's pid and C(RUN_DIR/NAME.json) what it runs (argv, netns)
-    with the supervisor's start time and command line, so a reused pid is never taken for it.
+  - The supervisor itself writes C(RUN_DIR/NAME.json) (what runs, argv and netns, with the supervisor's
+    start time and command line, so a reused pid is never taken for it, and the program's process group
+    with its start time) and C(RUN_DIR/NAME.pid) (its pid), before the module goes on, so a module
+    killed right after starting it still leaves a record that finds it.
+  - When a supervisor was killed (SIGKILL), removing or restarting the daemon kills what it left: every
+    process of the recorded program group (a reused group number is recognised by its start time), and
+    any process that still carries the daemon's C(MPSOCKS_DAEMON) environment variable.
+  - Two runs never start or stop the same daemon (same O(config[].run_dir) and O(config[].name)) at
+    once: each holds a lock on it from its first look to the read-back.
   - A running supervisor with the same argv and netns is left alone; a different argv or netns, or a
     supervisor in another namespace than the requested one, restarts it; a dead one is started again.
-  - When the program exits during start-up, or does not listen on O(ready_port) in time, the module fails
-    with the last log line and leaves nothing running.
+  - When the program exits during start-up, or does not listen on O(config[].ready_port) in time, the
+    module fails with the last log line and leaves nothing of that daemon running.
 author:
   - mpsocks developers (@mpsocks)
 options:
-  name:
+  config:
     description:
-      - Identifies the daemon within O(run_dir); letters, digits, C(_), C(.) and C(-).
-    type: str
-    required: true
-  argv:
-    description:
-      - The program and its arguments. The program is a command found on C(PATH) or an absolute path.
-      - Required when O(state=started); ignored when O(state=absent).
-      - The program gets the module's environment and C(/) as working directory.
+      - The daemons, one dict each. Every item is validated before anything starts or stops, then the
+        daemons are made to match in order, each in its own namespace.
     type: list
-    elements: str
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description:
+          - Identifies the daemon within its O(config[].run_dir); letters, digits, C(_), C(.) and C(-).
+        type: str
+        required: true
+      argv:
+        description:
+          - The program and its arguments. The program is a command found on C(PATH) or an absolute path.
+          - Required when the item's state is V(started); ignored when V(absent).
+          - The program gets the module's environment and C(/) as working directory.
+        type: list
+        elements: str
+      run_dir:
+        description:
+          - Directory of the daemon's pid, state and log files; created with mode C(0755) when missing.
+          - Defaults to the module's O(run_dir).
+        type: path
+      ready_port:
+        description:
+          - After starting, wait until the program LISTENs on this TCP port in its network namespace.
+          - When omitted, the start counts once the program has stayed up for 1 second.
+        type: int
+      ready_timeout:
+        description:
+          - Seconds to wait for O(config[].ready_port) (default 10).
+        type: float
+      state:
+        description:
+          - V(started) starts the daemon unless it runs as requested already; V(absent) stops the
+            supervisor and the program and removes the pid and state files (the log is kept).
+          - Defaults to the module's O(state).
+        type: str
+        choices: [started, absent]
+      netns:
+        description:
+          - Namespace the program runs in; defaults to the module's O(netns).
+        type: str
   run_dir:
     description:
-      - Directory of the pid, state and log files; created with mode C(0755) when missing.
+      - The O(config[].run_dir) of every item that gives none, and the directory V(overridden) looks in.
     type: path
     default: /run/mpsocks
-  ready_port:
-    description:
-      - After starting, wait until the program LISTENs on this TCP port in its network namespace.
-      - When omitted, the start counts once the program has stayed up for 1 second.
-    type: int
-  ready_timeout:
-    description:
-      - Seconds to wait for O(ready_port).
-    type: float
-    default: 10
   state:
     description:
-      - V(started) starts the daemon unless it runs as requested already; V(absent) stops the supervisor
-        and the program and removes the pid and state files (the log is kept).
+      - The state of every item that does not give its own.
+      - V(overridden) starts every item and stops every other daemon recorded in O(run_dir) (a
+        C(NAME.json) the module wrote), removing its pid and state files.
     type: str
-    choices: [started, absent]
+    choices: [started, absent, overridden]
     default: started
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -75,93 +107,112 @@ attributes:
     support: full
     platforms: linux
 notes:
-  - The program runs in the namespace given by O(netns), or in the one the module runs in.
+  - The program runs in the namespace given by O(config[].netns) (or O(netns)), or in the one the module
+    runs in.
   - The supervisor forks from the module process and needs none of the module's files afterwards.
 """
 
 EXAMPLES = r"""
-- name: An HTTP server inside the lab's server namespace
+- name: An HTTP server in the lab's server namespace and a proxy in an ISP's
   mpsocks.mptcp.daemon:
-    name: web
-    netns: mpslab-net
-    argv: [python3, -m, http.server, --bind, 198.18.200.10, "80"]
-    ready_port: 80
+    run_dir: /run/mpsocks/lab
+    config:
+      - name: web
+        netns: mpslab-net
+        argv: [python3, -m, http.server, --bind, 198.19.0.10, "80"]
+        ready_port: 80
+      - name: proxy
+        netns: mpslab-isp0
+        argv: [python3, /opt/proxy.py, --port, "3128"]
+        ready_port: 3128
 
-- name: Stop it (the log stays in /run/mpsocks/web.log)
+- name: Exactly the web server; every other daemon recorded in /run/mpsocks/lab stops
   mpsocks.mptcp.daemon:
-    name: web
+    run_dir: /run/mpsocks/lab
+    state: overridden
+    config:
+      - name: web
+        netns: mpslab-net
+        argv: [python3, -m, http.server, --bind, 198.19.0.10, "80"]
+        ready_port: 80
+
+- name: Stop it (the log stays in /run/mpsocks/lab/web.log)
+  mpsocks.mptcp.daemon:
+    run_dir: /run/mpsocks/lab
     state: absent
+    config:
+      - name: web
 """
 
 RETURN = r"""
-pid:
-  description: Pid of the supervisor; null when absent, or in check mode when it would be started.
-  returned: always
-  type: int
-  sample: 4242
-program_pid:
-  description: Pid of the program the supervisor runs now; null between restarts or when there is none.
-  returned: always
-  type: int
-  sample: 4243
-argv:
-  description: The program's argv (null when absent).
+results:
+  description: One entry per daemon, in the order of O(config), then the daemons V(overridden) stopped.
   returned: always
   type: list
-  elements: str
-  sample: [python3, -m, http.server, "80"]
-netns:
-  description: The namespace the daemon runs in, as requested (null for the module's own).
-  returned: always
-  type: str
-  sample: mpslab-net
-log:
-  description: Path of the log file.
-  returned: always
-  type: str
-  sample: /run/mpsocks/web.log
-daemon:
-  description: The daemon as found after the task (empty when absent).
-  returned: always
-  type: dict
+  elements: dict
   contains:
-    name:
-      description: The daemon's name.
+    label:
+      description: Which daemon.
       type: str
-      sample: web
-    argv:
-      description: The program's argv.
-      type: list
-      elements: str
-      sample: [python3, -m, http.server, "80"]
-    netns:
-      description: The namespace requested for it (null for the module's own).
-      type: str
-      sample: mpslab-net
+      sample: daemon web
+    changed:
+      description: Whether this daemon was started, restarted or stopped.
+      type: bool
+    pid:
+      description: Pid of the supervisor; null when absent, or in check mode when it would be started.
+      type: int
+      sample: 4242
+    program_pid:
+      description: Pid of the program the supervisor runs now; null between restarts or when there is none.
+      type: int
+      sample: 4243
     log:
       description: Path of the log file.
       type: str
       sample: /run/mpsocks/web.log
-    running:
-      description: Whether its supervisor runs, in the requested namespace.
-      type: bool
-      sample: true
+    daemon:
+      description: The daemon after the task (empty when absent), in the form O(config) takes; the diff
+        also shows its log and whether its supervisor ran (C(running)).
+      type: dict
+      contains:
+        name:
+          description: The daemon's name.
+          type: str
+          sample: web
+        argv:
+          description: The program's argv.
+          type: list
+          elements: str
+          sample: [python3, -m, http.server, "80"]
+        netns:
+          description: The namespace requested for it (null for the module's own).
+          type: str
+          sample: mpslab-net
+        run_dir:
+          description: The directory of its files.
+          type: str
+          sample: /run/mpsocks
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.mpsocks.mptcp.plugins.module_utils.daemon import Daemon
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.daemon import DEFAULT_RUN_DIR, Daemon
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.declarative import run_module
 
 
 def build_module():
     return AnsibleModule(
         argument_spec=dict(
-            name=dict(type="str", required=True),
-            argv=dict(type="list", elements="str"),
-            run_dir=dict(type="path", default="/run/mpsocks"),
-            ready_port=dict(type="int"),
-            ready_timeout=dict(type="float", default=10),
-            state=dict(type="str", choices=["started", "absent"], default="started"),
+            config=dict(type="list", elements="dict", required=True, options=dict(
+                name=dict(type="str", required=True),
+                argv=dict(type="list", elements="str"),
+                run_dir=dict(type="path"),
+                ready_port=dict(type="int"),
+                ready_timeout=dict(type="float"),
+                state=dict(type="str", choices=["started", "absent"]),
+                netns=dict(type="str"),
+            )),
+            run_dir=dict(type="path", default=DEFAULT_RUN_DIR),
+            state=dict(type="str", choices=["started", "absent", "overridden"], default="started"),
             netns=dict(type="str"),
         ),
         supports_check_mode=True,
