@@ -2,14 +2,17 @@
 
 A verb is a function from the parsed arguments to a Play (``host_up``), registered with ``_verb()``
 in ``build_parser()``; its run folder is named after it (``host up`` -> ``<timestamp>-host-up``).
+Results go to stdout, errors to stderr; the exit codes are ansible-playbook's where it has one.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import ipaddress
 import json
+import platform
 import re
 import signal
 import sys
@@ -17,23 +20,48 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.locking import Lock, holder
+
 from mpsocks import lab
-from mpsocks.playbook_run import Play, RunOptions, data_file, run_playbook
+from mpsocks.playbook_run import (
+    EXIT_BUSY,
+    EXIT_CANCELLED,
+    EXIT_ERROR,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    Play,
+    RunOptions,
+    data_file,
+    run_playbook,
+)
 from mpsocks.progress import Progress
 
 PROG = "mpsocks-run"
 IFNAMSIZ = 16  # Linux's size of an interface name, with its terminating NUL
 _NETNS_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_EXAMPLES = """examples:
+_EXAMPLES = f"""examples:
   mpsocks-run host up --uplinks wlp1s0,usb0=192.168.42.129
   mpsocks-run --check host down
   mpsocks-run host up --uplinks veth0 --netns lab -v
   mpsocks-run lab up --rates 20,5 --middlebox 1=optimizer
-  mpsocks-run lab status --json"""
+  mpsocks-run lab status --json
+
+exit status:
+  {EXIT_OK}   the play succeeded
+  {EXIT_ERROR}   an error outside the play (the message says which)
+  {EXIT_FAILED}   a task failed
+  {EXIT_UNREACHABLE}   a host (or namespace) could not be reached
+  {EXIT_USAGE}   bad command-line input; nothing was run
+  {EXIT_BUSY}   another run holds the same target and --no-wait was given
+  {EXIT_CANCELLED}  cancelled with Ctrl-C"""
+#: Seconds between two tries at a target another run holds.
+LOCK_POLL = 0.2
 
 
 class UsageError(Exception):
-    """Bad command-line input: one line on stderr, exit code 2, nothing run."""
+    """Bad command-line input: one line on stderr, exit code EXIT_USAGE, nothing run."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -147,7 +175,8 @@ def target(netns: str | None) -> tuple[Path | dict, dict]:
 def _host_network(netns: str | None, uplinks: list, state: str) -> Play:
     inventory, extravars = target(netns)
     extravars |= {"mpsocks_uplinks": uplinks, "mpsocks_state": state}
-    return Play(data_file("playbooks/host_network.yml"), inventory, extravars)
+    return Play(data_file("playbooks/host_network.yml"), inventory, extravars,
+                target="host" if netns is None else f"host-netns-{netns}")
 
 
 def host_up(args: argparse.Namespace) -> Play:
@@ -164,7 +193,8 @@ def _lab(name: str, state: str, settings: dict | None = None) -> Play:
     extravars = {"mpsocks_lab_state": state, "mpsocks_lab_name": name}
     for key, value in (settings or {}).items():
         extravars[f"mpsocks_lab_{key}"] = value
-    return Play(data_file("playbooks/lab.yml"), data_file("inventory/localhost.yml"), extravars)
+    return Play(data_file("playbooks/lab.yml"), data_file("inventory/localhost.yml"), extravars,
+                target=f"lab-{name}")
 
 
 def lab_up(args: argparse.Namespace) -> Play:
@@ -193,10 +223,10 @@ def lab_status(args: argparse.Namespace) -> int:
 
 
 def _run_options(top: bool) -> argparse.ArgumentParser:
-    """-v, --check, --diff and --artifacts-dir, accepted before and after the verb.
+    """-v, --check, --diff, --no-wait and --artifacts-dir, accepted before and after the verb.
 
     Below the top their defaults are SUPPRESSed: a subparser's defaults would otherwise
-    overwrite what was given before the verb.
+    overwrite what was given before the verb. -v after the verb counts apart and is added up.
     """
     def default(value):
         return value if top else argparse.SUPPRESS
@@ -204,6 +234,7 @@ def _run_options(top: bool) -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     group = options.add_argument_group("run options")
     group.add_argument("-v", "--verbose", action="count", default=default(0),
+                       dest="verbose" if top else "verbose_after",
                        help="show Ansible's own output instead of progress lines and pass -v on (repeatable)")
     group.add_argument("--check", action="store_true", default=default(False),
                        help="ansible-playbook --check: report what would change, change nothing")
@@ -211,23 +242,27 @@ def _run_options(top: bool) -> argparse.ArgumentParser:
                        help="ansible-playbook --diff: show the changes")
     group.add_argument("--artifacts-dir", type=Path, metavar="DIR", default=default(None),
                        help="base folder of the run folders (default: $XDG_STATE_HOME/mpsocks/runs)")
+    group.add_argument("--no-wait", action="store_true", default=default(False),
+                       help="fail at once (exit status 6) when another run holds the same target, "
+                            "instead of waiting for it")
     return options
 
 
-def _help(summary: str, example: str) -> dict:
-    """add_parser() arguments: SUMMARY in the lists and on top of --help, EXAMPLE at its end."""
+def _help(summary: str, example: str, runs_a_play: bool = True) -> dict:
+    """add_parser() arguments: SUMMARY in the lists and on top of --help, EXAMPLE at its end, and the run
+    options when the verb RUNS_A_PLAY."""
     return {
         "help": summary,
         "description": f"{summary[0].upper()}{summary[1:]}.",
         "epilog": f"example:\n  {example}",
         "formatter_class": argparse.RawDescriptionHelpFormatter,
-        "parents": [_run_options(top=False)],
+        "parents": [_run_options(top=False)] if runs_a_play else [],
     }
 
 
 def _group(verbs, name: str, summary: str, example: str):
     """A verb with actions below it (``host`` of ``host up``); returns its subparsers."""
-    parser = verbs.add_parser(name, **_help(summary, example))
+    parser = verbs.add_parser(name, **_help(summary, example, runs_a_play=False))
     return parser.add_subparsers(title="actions", metavar="ACTION", required=True)
 
 
@@ -252,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run mpsocks' playbooks with one progress line per task and Ansible's recap at\n"
                     "the end. Ctrl-C cancels. The exit code is 0 only when the play succeeded.",
     )
+    parser.add_argument("--version", action="version", version=version_text(),
+                        help="show the versions of mpsocks and ansible-core, and whether the kernel has "
+                             "MPTCP")
     verbs = parser.add_subparsers(title="verbs", metavar="VERB", required=True)
     host = _group(verbs, "host", "set up or tear down the host side of mpsocks (taps, NAT, routing)",
                   "mpsocks-run host up --uplinks wlp1s0,usb0")
@@ -285,8 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "mpsocks-run lab down")
     add_lab_name_option(down)
     status = lab_verbs.add_parser("status", **_help(
-        "show the lab's topology and whether it is up (exit status 0 only when all of it runs)",
-        "mpsocks-run lab status --json"))
+        "show the lab's topology and whether it is up (exit status 0 only when all of it runs, else 3)",
+        "mpsocks-run lab status --json", runs_a_play=False))
     status.set_defaults(command=lab_status)
     add_lab_name_option(status)
     status.add_argument("--json", action="store_true", help="print the topology as JSON")
@@ -302,6 +340,24 @@ def add_lab_name_option(parser: argparse.ArgumentParser) -> None:
 # Running ----------------------------------------------------------------------------------------
 
 
+def version_text() -> str:
+    """What --version prints: mpsocks, ansible-core, and the kernel's MPTCP."""
+    def installed(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    try:
+        with open("/proc/sys/net/mptcp/enabled") as handle:
+            enabled = handle.read().strip()
+        mptcp = f"MPTCP available (net.mptcp.enabled={enabled})"
+    except OSError:
+        mptcp = "no MPTCP (no /proc/sys/net/mptcp/enabled)"
+    return "\n".join([f"{PROG} (mpsocks) {installed('mpsocks')}", f"ansible-core {installed('ansible-core')}",
+                      f"kernel {platform.release()}: {mptcp}"])
+
+
 @contextlib.contextmanager
 def cancel_on_sigint() -> Iterator[threading.Event]:
     """While inside, Ctrl-C sets the yielded event instead of raising KeyboardInterrupt."""
@@ -313,14 +369,48 @@ def cancel_on_sigint() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-def run(name: str, play: Play, options: RunOptions, cancel: threading.Event) -> int:
+class Busy(Exception):
+    """Another run holds the target and the user asked not to wait."""
+
+
+def hold_target(name: str, play: Play, no_wait: bool, cancel: threading.Event) -> Lock | None:
+    """The target's lock, once no other run holds it; None if cancelled while waiting."""
+    lock = Lock(f"run-{play.target}", purpose=f"mpsocks-run {name.replace('-', ' ')} (target {play.target})")
+    said = False
+    while not lock.acquire(wait=0):
+        other = holder(lock.path) or "another run"
+        if no_wait:
+            raise Busy(f"{play.target} is busy: {other} holds it (leave out --no-wait to wait for it)")
+        if not said:
+            print(f"{PROG}: waiting for {other} to finish with {play.target} (Ctrl-C gives up)",
+                  file=sys.stderr, flush=True)
+            said = True
+        if cancel.wait(LOCK_POLL):
+            return None
+    return lock
+
+
+def run(name: str, play: Play, options: RunOptions, cancel: threading.Event, no_wait: bool = False) -> int:
     """Run PLAY with the progress display, say where its artifacts are; returns the exit code."""
-    display = Progress(verbose=options.verbosity > 0, diff=options.diff)
-    result = run_playbook(name, play, options, display=display, cancel=cancel)
+    lock = hold_target(name, play, no_wait, cancel)
+    if lock is None:
+        print("cancelled", file=sys.stderr, flush=True)
+        return EXIT_CANCELLED
+    try:
+        display = Progress(verbose=options.verbosity > 0, diff=options.diff)
+        result = run_playbook(name, play, options, display=display, cancel=cancel)
+    finally:
+        lock.release()
     if result.status == "canceled":
-        print("cancelled", flush=True)
-    print(f"artifacts: {result.artifacts}", flush=True)
+        print("cancelled", file=sys.stderr, flush=True)
+    print(f"{display.summary()}; artifacts: {result.artifacts}", flush=True)
     return result.exit_code
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The run options given before and after the verb (-v counts add up)."""
+    verbosity = args.verbose + getattr(args, "verbose_after", 0)
+    return RunOptions(check=args.check, diff=args.diff, verbosity=verbosity, artifacts_dir=args.artifacts_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,13 +420,13 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             if "command" in args:
                 return args.command(args)
-            options = RunOptions(check=args.check, diff=args.diff, verbosity=args.verbose,
-                                 artifacts_dir=args.artifacts_dir)
-            return run(args.run_name, args.play(args), options, cancel)
+            return run(args.run_name, args.play(args), run_options(args), cancel, no_wait=args.no_wait)
         except UsageError as exc:
-            return _error(exc, 2)
+            return _error(exc, EXIT_USAGE)
+        except Busy as exc:
+            return _error(exc, EXIT_BUSY)
         except Exception as exc:  # the last resort: one line, never a traceback
-            return _error(exc, 1)
+            return _error(exc, EXIT_ERROR)
 
 
 def _error(exc: Exception, code: int) -> int:

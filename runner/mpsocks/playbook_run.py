@@ -25,13 +25,25 @@ _PACKAGE = Path(__file__).resolve().parent
 _CHECKOUT = Path(__file__).resolve().parents[2]
 
 
+#: Exit codes, ansible-playbook's where it has one.
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_FAILED = 2  # a task failed
+EXIT_UNREACHABLE = 4  # a host could not be reached
+EXIT_USAGE = 5  # bad command-line input; nothing was run
+EXIT_BUSY = 6  # another run holds the target and --no-wait was given
+EXIT_CANCELLED = 99  # Ctrl-C
+
+
 @dataclass(frozen=True)
 class Play:
-    """What to run: a playbook, an inventory (a file, or a dict written into the run) and extra vars."""
+    """What to run: a playbook, an inventory (a file, or a dict written into the run), extra vars, and
+    the target it changes (one run at a time per target)."""
 
     playbook: Path
     inventory: Path | dict
     extravars: dict = field(default_factory=dict)
+    target: str = "host"
 
 
 @dataclass(frozen=True)
@@ -54,12 +66,12 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """0 only for a successful play, 130 when cancelled, else ansible-playbook's (non-zero) rc."""
+        """0 only for a successful play; EXIT_CANCELLED when cancelled; else ansible-playbook's rc."""
         if self.status == "canceled":
-            return 130
+            return EXIT_CANCELLED
         if self.status == "successful" and self.rc == 0:
-            return 0
-        return self.rc or 1
+            return EXIT_OK
+        return self.rc or EXIT_ERROR
 
 
 def data_file(relative: str) -> Path:

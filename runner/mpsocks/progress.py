@@ -1,4 +1,5 @@
-"""ansible-runner events as lines: one per task result, a failure's message, and Ansible's recap."""
+"""ansible-runner events as lines: one per task result, a failure's message, warnings and debug
+messages, a line when a task takes long, Ansible's recap, and what the run cost."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import difflib
 import json
 import os
 import sys
+import threading
 from datetime import datetime
 from typing import TextIO
 
@@ -21,6 +23,17 @@ _RECAP_FIELDS = (
     ("ignored", "ignored"),
 )
 _INDENT = " " * 9
+#: Seconds a task may run before a line says it is still running.
+LONG_TASK = 3.0
+#: Actions Ansible runs on the controller alone: no module call on the managed host.
+CONTROLLER_ACTIONS = {
+    name for short in ("set_fact", "debug", "assert", "fail", "meta", "include_tasks", "import_tasks",
+                       "include_role", "import_role", "include_vars", "add_host", "group_by", "set_stats",
+                       "pause")
+    for name in (short, f"ansible.builtin.{short}")
+}
+DEBUG_ACTIONS = {"debug", "ansible.builtin.debug"}
+WARNING_PREFIXES = ("[WARNING]", "[DEPRECATION WARNING]")
 
 
 def task_status(event: dict) -> str:
@@ -46,8 +59,9 @@ def task_line(event: dict, elapsed: float) -> str:
 
 
 def failure_message(res: dict) -> str:
-    """The module's msg (else its stderr) on one line; for a loop, the first failed item's."""
-    failed = [item for item in res.get("results") or [] if isinstance(item, dict) and item.get("failed")]
+    """The module's msg (else its stderr) on one line; for a loop, the first failed or unreachable item's."""
+    failed = [item for item in res.get("results") or []
+              if isinstance(item, dict) and (item.get("failed") or item.get("unreachable"))]
     if not failed:
         return " ".join(str(res.get("msg") or res.get("stderr") or "no message").split())
     first = failed[0]
@@ -104,26 +118,74 @@ def ansible_columns(out: TextIO) -> int:
     return max(ANSIBLE_COLUMNS, width - 1)
 
 
+def module_calls(event: dict) -> int:
+    """How many module calls a task result stands for: one per loop item, none for controller actions."""
+    data = event["event_data"]
+    if event["event"] == "runner_on_skipped" or data.get("task_action") in CONTROLLER_ACTIONS:
+        return 0
+    items = (data.get("res") or {}).get("results")
+    if isinstance(items, list):
+        return sum(1 for item in items if isinstance(item, dict) and not item.get("skipped"))
+    return 1
+
+
 class Progress:
     """An event display for run_playbook: task lines and the recap, or (VERBOSE) Ansible's own output.
 
-    With DIFF, a changed result is followed by the diff its module reported.
-
-    Ansible's warnings only show when VERBOSE; an error outside a task result always shows (its first line).
+    With DIFF, a changed result is followed by the diff its module reported. Warnings and the
+    messages of debug tasks always show; a task that runs longer than LONG_TASK seconds gets a
+    line saying so; the last line says how many module calls the run made and how long it took.
+    An error outside a task result always shows (its first line).
     """
 
-    def __init__(self, out: TextIO | None = None, verbose: bool = False, diff: bool = False):
+    def __init__(self, out: TextIO | None = None, verbose: bool = False, diff: bool = False,
+                 long_task: float = LONG_TASK):
         self.out = out or sys.stdout
         self.verbose = verbose
         self.diff = diff
+        self.long_task = long_task
         self.play_start: datetime | None = None
+        self.first: datetime | None = None
+        self.last: datetime | None = None
+        self.calls = 0
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
 
     def __call__(self, event: dict) -> None:
-        if event.get("event") == "playbook_on_play_start":
-            self.play_start = _created(event)
-        lines = self.lines(event)
+        kind = event.get("event")
+        created = _created(event) if event.get("created") else None
+        if created is not None:
+            self.first = self.first or created
+            self.last = created
+        if kind == "playbook_on_play_start":
+            self.play_start = created
+        if kind in RESULT_EVENTS:
+            self.calls += module_calls(event)
+        if kind in ("playbook_on_task_start", "playbook_on_stats") or kind in RESULT_EVENTS:
+            self._watch(event if kind == "playbook_on_task_start" else None)
+        self._print(self.lines(event))
+
+    def _print(self, lines: list[str]) -> None:
         if lines:
-            print(*lines, sep="\n", file=self.out, flush=True)
+            with self._lock:
+                print(*lines, sep="\n", file=self.out, flush=True)
+
+    def _watch(self, task_start: dict | None) -> None:
+        """Forget the last task's timer; for a task that starts, say so if it runs long."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if task_start is not None and not self.verbose:
+            title = task_title(task_start["event_data"])
+            line = f"{'':8} {'running':<11} {title} (more than {self.long_task:g} s)"
+            self._timer = threading.Timer(self.long_task, self._print, [[line]])
+            self._timer.daemon = True
+            self._timer.start()
+
+    def summary(self) -> str:
+        """``12 module calls in 8.3 s``: what the run cost, from the events' own times."""
+        took = (self.last - self.first).total_seconds() if self.first and self.last else 0.0
+        return f"{self.calls} module call{'s' if self.calls != 1 else ''} in {took:.1f} s"
 
     def lines(self, event: dict) -> list[str]:
         """What to print for EVENT."""
@@ -136,16 +198,22 @@ class Progress:
             return recap_lines(event["event_data"], ansible_columns(self.out))
         if kind == "error" or (kind == "verbose" and stdout.startswith(("[ERROR]", "ERROR!"))):
             return stdout.splitlines()[:1]
+        if stdout.lstrip().startswith(WARNING_PREFIXES):
+            return [" ".join(stdout.split())]
         return []
 
     def _result_lines(self, event: dict) -> list[str]:
         created = _created(event)
         lines = [task_line(event, (created - (self.play_start or created)).total_seconds())]
-        res = event["event_data"].get("res") or {}
+        data = event["event_data"]
+        res = data.get("res") or {}
         if event["event"] in ("runner_on_failed", "runner_on_unreachable"):
             lines.append(_INDENT + failure_message(res))
+        elif data.get("task_action") in DEBUG_ACTIONS and "msg" in res:
+            lines.append(_INDENT + " ".join(str(res["msg"]).split()))
         elif self.diff and res.get("changed"):
             lines += diff_lines(res)
+        lines += [f"{_INDENT}[WARNING]: {' '.join(str(text).split())}" for text in res.get("warnings") or []]
         return lines
 
 

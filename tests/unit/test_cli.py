@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.locking import Lock
+from mpsocks_testlib import runner_env, unique_name
 
 RUNNER = Path(__file__).resolve().parents[2] / "runner"
 sys.path.insert(0, str(RUNNER))
@@ -52,9 +56,9 @@ def test_fifteen_characters_is_the_limit():
     (["--bogus", "host", "down"], "--bogus"),
     ([], "VERB"),
 ])
-def test_bad_input_is_one_line_exit_2_and_nothing_run(argv, named, tmp_path, capsys):
+def test_bad_input_is_one_line_exit_5_and_nothing_run(argv, named, tmp_path, capsys):
     runs = tmp_path / "runs"
-    assert cli.main([*argv, "--artifacts-dir", str(runs)]) == 2
+    assert cli.main([*argv, "--artifacts-dir", str(runs)]) == 5
     out, err = capsys.readouterr()
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("mpsocks-run: error: ") and named in err
@@ -80,20 +84,50 @@ def test_help_at_every_level_explains_with_an_example(argv, capsys):
 
 def test_python_dash_m_is_the_cli():
     proc = subprocess.run([sys.executable, "-m", "mpsocks", "host", "up", "--uplinks", "x" * 16],
-                          capture_output=True, text=True, env={"PYTHONPATH": str(RUNNER)})
-    assert proc.returncode == 2
+                          capture_output=True, text=True, env=runner_env())
+    assert proc.returncode == 5
     assert proc.stderr.startswith("mpsocks-run: error: argument --uplinks: interface name 'xxxx")
 
 
 @pytest.mark.parametrize("argv", [
     ["-vv", "--check", "--diff", "--artifacts-dir", "/a", "host", "up", "--uplinks", "eth0"],
     ["host", "up", "--uplinks", "eth0", "-vv", "--check", "--diff", "--artifacts-dir", "/a"],
-    ["-v", "--check", "host", "--diff", "up", "-v", "--uplinks", "eth0", "--artifacts-dir", "/a"],
+    ["-v", "--check", "host", "up", "--diff", "-v", "--uplinks", "eth0", "--artifacts-dir", "/a"],
 ])
 def test_run_options_go_before_or_after_the_verb(argv):
     args = cli.build_parser().parse_args(argv)
     assert (args.check, args.diff, args.artifacts_dir, args.run_name) == (True, True, Path("/a"), "host-up")
-    assert args.verbose >= 1
+    assert cli.run_options(args).verbosity == 2
+
+
+def test_verbosity_before_and_after_the_verb_adds_up():
+    assert cli.run_options(cli.build_parser().parse_args(["-v", "host", "down", "-vv"])).verbosity == 3
+    assert cli.run_options(cli.build_parser().parse_args(["host", "down"])).verbosity == 0
+
+
+def test_options_are_offered_only_where_they_apply(capsys):
+    assert cli.main(["lab", "status", "--check"]) == 5
+    assert "unrecognized arguments: --check" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["lab", "status", "--help"])
+    assert "--check" not in capsys.readouterr().out
+
+
+def test_version_names_mpsocks_ansible_core_and_the_kernels_mptcp(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    out = capsys.readouterr().out.splitlines()
+    assert exit_.value.code == 0 and len(out) == 3
+    assert out[0].startswith("mpsocks-run (mpsocks) ") and out[1].startswith("ansible-core 2.")
+    assert out[2].startswith("kernel ") and "MPTCP available (net.mptcp.enabled=1)" in out[2]
+
+
+def test_help_documents_every_exit_code(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for code in (0, 1, 2, 4, 5, 6, 99):
+        assert re.search(rf"^  {code} +\S", out, re.M), code
 
 
 def test_run_options_default_off():
@@ -160,8 +194,8 @@ def test_lab_defaults_and_down():
     (["lab", "up", "--name", "Big"], "'Big' is not a lab name"),
     (["lab", "status", "--name", "a-b"], "'a-b' is not a lab name"),
 ])
-def test_bad_lab_input_is_one_line_exit_2(argv, named, tmp_path, capsys):
-    assert cli.main([*argv, "--artifacts-dir", str(tmp_path / "runs")]) == 2
+def test_bad_lab_input_is_one_line_exit_5(argv, named, tmp_path, capsys):
+    assert cli.main([*argv, "--artifacts-dir", str(tmp_path / "runs")]) == 5
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and named in err, err
     assert not (tmp_path / "runs").exists()
@@ -172,3 +206,34 @@ def test_lab_help_has_an_example(argv, capsys):
     with pytest.raises(SystemExit):
         cli.main([*argv, "--help"])
     assert "mpsocks-run lab" in capsys.readouterr().out
+
+
+def test_one_run_per_target_no_wait_fails_at_once(capsys):
+    name = unique_name("lk")[:10].lower().replace("x", "y")
+    lock = Lock(f"run-lab-{name}", purpose="a test holding the lab")
+    assert lock.acquire(wait=0)
+    try:
+        assert cli.main(["--no-wait", "lab", "down", "--name", name]) == 6
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"lab-{name} is busy: pid {os.getpid()} a test holding the lab" in err
+    finally:
+        lock.release()
+
+
+def test_a_second_run_waits_for_the_first_and_says_so(tmp_path):
+    name = unique_name("lk")[:10].lower().replace("x", "y")
+    lock = Lock(f"run-lab-{name}", purpose="a test holding the lab")
+    assert lock.acquire(wait=0)
+    proc = subprocess.Popen([sys.executable, "-m", "mpsocks", "lab", "down", "--name", name,
+                             "--artifacts-dir", str(tmp_path)], env=runner_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        waiting = proc.stderr.readline()
+        expected = f"mpsocks-run: waiting for pid {os.getpid()} a test holding the lab"
+        assert waiting.startswith(expected), waiting
+        assert proc.poll() is None
+    finally:
+        lock.release()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert "changed=0" in out

@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from mpsocks.progress import (  # noqa: E402
     banner,
     diff_lines,
     failure_message,
+    module_calls,
     recap_line,
     recap_lines,
     task_line,
@@ -127,10 +129,63 @@ def test_progress_prints_results_with_time_since_play_start_and_failure_message(
     ]:
         progress(event)
     assert out.getvalue().splitlines() == [
+        "[WARNING]: noise",
+        "[DEPRECATION WARNING]: noise",
+        "[WARNING]: noise",
         "    3.5s failed      [localhost] Make taps",
         "         no such device",
         "[ERROR]: it broke",
     ]
+
+
+def test_debug_messages_and_module_warnings_show_without_verbose():
+    out = io.StringIO()
+    progress = Progress(out)
+    debug = {"msg": "check mode:\nnot predicted"}
+    progress(_result("runner_on_ok", task_action="ansible.builtin.debug", res=debug))
+    progress(_result("runner_on_ok", task_action="mpsocks.mptcp.tap", res={"warnings": ["odd"]}))
+    assert out.getvalue().splitlines() == [
+        "    0.0s ok          [localhost] Make taps",
+        "         check mode: not predicted",
+        "    0.0s ok          [localhost] Make taps",
+        "         [WARNING]: odd",
+    ]
+
+
+def test_an_unreachable_loop_item_shows_its_own_message():
+    res = {"msg": "All items completed", "results": [
+        {"unreachable": True, "msg": "network namespace 'nosuchns' does not exist", "item": "lab0"}]}
+    assert failure_message(res) == "lab0: network namespace 'nosuchns' does not exist"
+
+
+def test_module_calls_count_loop_items_and_leave_out_controller_actions():
+    events = [
+        _result("runner_on_ok", task_action="mpsocks.mptcp.tap", res={}),
+        _result("runner_on_ok", task_action="ansible.builtin.set_fact", res={}),
+        _result("runner_on_ok", task_action="debug", res={}),
+        _result("runner_on_skipped", task_action="mpsocks.mptcp.nat"),
+        _result("runner_on_ok", task_action="ping", res={"results": [{}, {}, {"skipped": True}]}),
+        _result("runner_on_failed", second=9, task_action="mpsocks.mptcp.nat", res={}),
+    ]
+    progress = Progress(io.StringIO())
+    for event in events:
+        progress(event)
+    assert [module_calls(event) for event in events] == [1, 0, 0, 0, 2, 1]
+    assert progress.summary() == "4 module calls in 6.0 s"
+
+
+def test_a_long_task_gets_a_line_when_it_starts_taking_long():
+    out = io.StringIO()
+    progress = Progress(out, long_task=0.05)
+    progress(_event("playbook_on_task_start", task="Build the VM", role="guest_vm"))
+    time.sleep(0.3)
+    progress(_result("runner_on_ok", second=9, res={}))
+    progress(_event("playbook_on_task_start", task="Quick"))
+    progress(_result("runner_on_ok", second=9, res={}))
+    time.sleep(0.2)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "         running     guest_vm : Build the VM (more than 0.05 s)"
+    assert len(lines) == 3 and "Quick" not in lines[2]
 
 
 def test_verbose_progress_prints_ansibles_own_output():
