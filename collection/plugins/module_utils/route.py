@@ -5,8 +5,14 @@
 
 The kernel tells routes apart by table, address family, destination prefix and
 metric (priority); the gateway and the device are what such a route *does*.
-So ``present`` replaces a route with the same identity, and ``absent`` deletes
-it whatever its gateway.
+So ``present`` replaces whatever holds that identity with one route of
+mpsocks' (protocol ``ownership.RT_PROTOCOL``), and ``absent`` deletes every
+route of that identity, whatever its gateway.
+
+``ip route append`` can give one identity several routes, and a multipath or
+blackhole route is one route that is not a plain gateway. ``read()`` describes
+each of them fully (type, gateway or next hops, device, scope, protocol, source,
+metrics), so that a failed change puts every one of them back.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -19,8 +25,10 @@ import socket
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.declarative import KernelObject
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.ownership import RT_PROTOCOL
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.rtnl import (
     NetlinkError,
+    in_netns,
     iproute,
     link_index,
 )
@@ -38,13 +46,26 @@ RTN_UNICAST = 1
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 RT_SCOPE_NOWHERE = 255
+RTNH_F_ONLINK = 4
 #: Errors with which the kernel says a gateway cannot be reached.
 UNREACHABLE = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN)
 FAMILY_NAMES = {4: "ipv4", 6: "ipv6"}
+FAMILY_VERSIONS = {"ipv4": 4, "ipv6": 6}
+TYPE_NAMES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast", 6: "blackhole",
+              7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat"}
+SCOPE_NAMES = {0: "universe", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
 
 
 def _family(version):
     return socket.AF_INET if version == 4 else socket.AF_INET6
+
+
+def _number(names, value):
+    """The kernel's number for VALUE, a name out of NAMES ({number: name}) or already a number."""
+    for number, name in names.items():
+        if name == value:
+            return number
+    return value
 
 
 def _msg_table(msg):
@@ -88,6 +109,41 @@ def _prefix_text(network):
     return "default" if network.prefixlen == 0 else str(network)
 
 
+def _hop(gateway, index, flags, names):
+    """Gateway and device of a route or of one next hop; ``onlink`` only when set."""
+    hop = {"via": str(ipaddress.ip_address(gateway)) if gateway else None,
+           "dev": names.get(index, "if%d" % index) if index else None}
+    if flags & RTNH_F_ONLINK:
+        hop["onlink"] = True
+    return hop
+
+
+def describe(msg, names):
+    """One route message as a dict holding what it takes to add the route again.
+
+    NAMES maps interface indexes to names. Keys that are usually unset (``nexthops``,
+    ``src``, ``metrics``, ``pref``, ``onlink``) appear only when set.
+    """
+    route = {"type": TYPE_NAMES.get(msg["type"], msg["type"]),
+             "protocol": msg["proto"],
+             "scope": SCOPE_NAMES.get(msg["scope"], msg["scope"])}
+    hops = msg.get_attr("RTA_MULTIPATH")
+    if hops:
+        route["nexthops"] = [dict(_hop(hop.get_attr("RTA_GATEWAY"), hop["oif"], hop["flags"], names),
+                                  weight=hop["hops"] + 1) for hop in hops]
+    else:
+        route.update(_hop(msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF"), msg["flags"], names))
+    source = msg.get_attr("RTA_PREFSRC")
+    if source:
+        route["src"] = source
+    metrics = msg.get_attr("RTA_METRICS")
+    if metrics and metrics.get("attrs"):
+        route["metrics"] = {name: value for name, value in metrics["attrs"]}
+    if msg.get_attr("RTA_PREF"):
+        route["pref"] = msg.get_attr("RTA_PREF")
+    return route
+
+
 class Route(KernelObject):
     """The route to ``to`` with metric ``metric`` in table ``table``."""
 
@@ -95,15 +151,15 @@ class Route(KernelObject):
 
     def label(self):
         network = getattr(self, "network", None)
-        table = getattr(self, "table", self.params.get("table", MAIN_TABLE))
-        return "route %s metric %s table %s" % (
+        table = getattr(self, "table", self.params.get("table") or MAIN_TABLE)
+        return "route %s metric %s table %s%s" % (
             _prefix_text(network) if network is not None else self.params.get("to"),
             getattr(self, "metric", self.params.get("metric") or 0),
-            "main" if table == MAIN_TABLE else table)
+            "main" if table == MAIN_TABLE else table, in_netns(self.params))
 
     def validate(self):
         params = self.params
-        self.table = table_number(params.get("table", MAIN_TABLE))
+        self.table = table_number(params.get("table") or MAIN_TABLE)
         metric = params.get("metric") or 0
         if not 0 <= metric <= MAX_METRIC:
             raise MpsocksError("metric: %d is out of range 0..%d" % (metric, MAX_METRIC))
@@ -157,35 +213,42 @@ class Route(KernelObject):
             found = self._matches(ipr)
             if not found:
                 return None
-            msg = found[0]
-            single = len(found) == 1 and msg["type"] == RTN_UNICAST and not msg.get_attr("RTA_MULTIPATH")
-            index = msg.get_attr("RTA_OIF") if single else None
-            dev = None
-            if index is not None:
-                links = ipr.get_links(index)
-                dev = links[0].get_attr("IFLA_IFNAME") if links else None
-            via = msg.get_attr("RTA_GATEWAY") if single else None
-        return self._state(via, dev)
+            names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        return self._state([describe(msg, names) for msg in found])
 
-    def _state(self, via, dev):
+    def _state(self, routes):
         return {
             "table": self.table,
             "family": FAMILY_NAMES[self.version],
             "to": _prefix_text(self.network),
             "metric": self.metric,
-            "via": str(ipaddress.ip_address(via)) if via else None,
-            "dev": dev,
+            "routes": routes,
         }
 
     def wanted(self, current):
-        dev = self.dev
         via = str(self.via) if self.via else None
+        dev = self.dev
         if dev is None:
-            if current and current["via"] == via and current["dev"]:
-                dev = current["dev"]  # dev left out: whatever the kernel picked stays
+            kept = current["routes"] if current else []
+            if len(kept) == 1 and kept[0].get("via") == via and kept[0].get("dev"):
+                dev = kept[0]["dev"]  # dev left out: whatever the kernel picked stays
             else:
                 dev = self._gateway_device()
-        return self._state(via, dev)
+        scope = "link" if via is None and self.version == 4 else "universe"
+        return self._state([{"type": "unicast", "protocol": RT_PROTOCOL, "scope": scope,
+                             "via": via, "dev": dev}])
+
+    def as_config(self, state):
+        """One plain route of mpsocks' as module input; anything else stays as read()."""
+        routes = state["routes"]
+        if len(routes) != 1 or set(routes[0]) != {"type", "protocol", "scope", "via", "dev"} \
+                or (routes[0]["type"], routes[0]["protocol"]) != ("unicast", RT_PROTOCOL):
+            return state
+        to = state["to"]
+        if to == "default" and state["family"] == "ipv6" and routes[0]["via"] is None:
+            to = "::/0"  # "default" alone would mean IPv4's
+        return {"to": to, "via": routes[0]["via"], "dev": routes[0]["dev"], "metric": state["metric"],
+                "table": state["table"], "netns": self.params.get("netns")}
 
     def _gateway_device(self):
         """The interface the kernel will pick for gateway ``via`` when no dev is given.
@@ -233,27 +296,53 @@ class Route(KernelObject):
         }
 
     def apply(self, current, wanted):
+        """Make the identity hold exactly WANTED's routes.
+
+        One route replaces what is there in one step; several (a restore after
+        ``append``) are added one after the other once the identity is empty.
+        """
+        have = current["routes"] if current else []
+        want = wanted["routes"] if wanted else []
         with iproute() as ipr:
-            duplicates = len(self._matches(ipr)) > 1
-            if wanted is None or duplicates:
+            if not want or len(have) > 1 or len(want) > 1:
                 # Delete one at a time until none is left (there may be several after `append`).
                 for _attempt in range(64):
                     if not self._matches(ipr):
                         break
                     # Scope "nowhere" matches a route of any scope, as ip route del does.
                     self._request(ipr, "del", dict(self._identity(), scope=RT_SCOPE_NOWHERE))
-            if wanted is None:
-                return
-            args = self._identity()
-            args.update(type="unicast", proto="static",
-                        scope=RT_SCOPE_LINK if wanted["via"] is None and self.version == 4
-                        else RT_SCOPE_UNIVERSE,
-                        oif=link_index(ipr, wanted["dev"]))
+            if len(want) == 1:
+                self._request(ipr, "replace", self._route_args(ipr, want[0]))
+            elif want:
+                for route in want:
+                    self._request(ipr, "append", self._route_args(ipr, route))
+
+    def _route_args(self, ipr, route):
+        """The netlink request that adds ROUTE (a ``describe()`` dict) under this identity."""
+        args = dict(self._identity(), type=_number(TYPE_NAMES, route["type"]), proto=route["protocol"],
+                    scope=_number(SCOPE_NAMES, route["scope"]))
+        if "nexthops" in route:
+            args["multipath"] = [dict(self._hop_args(ipr, hop), hops=hop["weight"] - 1)
+                                 for hop in route["nexthops"]]
+        else:
+            args.update(self._hop_args(ipr, route))
+        if "src" in route:
+            args["prefsrc"] = route["src"]
+        if "metrics" in route:
+            args["metrics"] = route["metrics"]
+        if "pref" in route:
+            args["pref"] = route["pref"]
+        return args
+
+    def _hop_args(self, ipr, hop):
+        args = {"flags": RTNH_F_ONLINK if hop.get("onlink") else 0}
+        if hop["dev"] is not None:
+            args["oif"] = link_index(ipr, hop["dev"])
             if args["oif"] is None:
-                raise MpsocksError("route: dev %r does not exist" % wanted["dev"])
-            if wanted["via"]:
-                args["gateway"] = wanted["via"]
-            self._request(ipr, "replace", args)
+                raise MpsocksError("route: dev %r does not exist" % hop["dev"])
+        if hop["via"] is not None:
+            args["gateway"] = hop["via"]
+        return args
 
     def _request(self, ipr, command, args):
         try:
@@ -263,7 +352,7 @@ class Route(KernelObject):
             reason = exc.args[-1] if exc.args else exc
             if command == "del" and code == errno.ESRCH:
                 return  # already gone
-            action = {"del": "deleting", "replace": "setting"}[command]
+            action = {"del": "deleting", "replace": "setting", "append": "putting back"}[command]
             if command == "replace" and self.via is not None and code in UNREACHABLE:
                 through = " through %s" % self.dev if self.dev else ""
                 raise MpsocksError("%s %s: gateway %s is not reachable%s (the kernel refused: %s)"

@@ -8,14 +8,48 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import contextlib
+import importlib
+import importlib.util
 import ipaddress
+import sys
 import traceback
 
 from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
 
+
+def _pyroute2_without_its_init():
+    """Let ``import pyroute2.a.b`` load only a.b and what it needs, not all of pyroute2.
+
+    pyroute2's ``__init__`` imports every netlink family it knows (conntrack, nftables,
+    wireguard, ipdb, ndb, ...): about 40 ms of the 125 ms pyroute2 costs here, on every
+    module call. The package is registered without running that file; the first time
+    someone asks it for a name that is not a submodule (``from pyroute2 import IPRoute``),
+    the file runs after all, so such code keeps working.
+    """
+    if "pyroute2" in sys.modules:
+        return
+    spec = importlib.util.find_spec("pyroute2")
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return  # not installed: the import below fails and says so
+    package = importlib.util.module_from_spec(spec)
+
+    def __getattr__(name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if importlib.util.find_spec("pyroute2." + name) is not None:
+            return importlib.import_module("pyroute2." + name)
+        del package.__getattr__
+        spec.loader.exec_module(package)
+        return getattr(package, name)
+
+    package.__getattr__ = __getattr__
+    sys.modules["pyroute2"] = package
+
+
 try:
-    from pyroute2 import IPRoute
+    _pyroute2_without_its_init()
+    from pyroute2.iproute.linux import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 except ImportError:
     IPRoute = None
@@ -72,3 +106,8 @@ def address_order(text):
     """Sort key of an ``addr/prefix`` string: IPv4 before IPv6, then by address."""
     iface = ipaddress.ip_interface(text)
     return (iface.version, iface)
+
+
+def in_netns(params):
+    """`` in netns NAME`` when PARAMS name a namespace, else '': how labels say where an object is."""
+    return " in netns %s" % params["netns"] if params.get("netns") else ""
