@@ -7,15 +7,19 @@ import sys
 import time
 
 import pytest
-from mpsocks_testlib import assert_unchanged, run_module, sh, snapshot, unique_name
+from mpsocks_testlib import assert_unchanged, run_item, run_module, sh, snapshot, unique_name
 
 DEV, PEER_DEV = "shp0", "shp1"
 ADDR, PEER_ADDR = "198.18.90.1", "198.18.90.2"
 SECONDS = 3.0
+#: The least share of a class's rate a TCP flow must get, even on a busy machine.
+LOWEST_SHARE = 0.7
 
-#: Receiver: counts payload for SECONDS from the first byte, prints Mbit/s. Sender: sends until reset.
+#: Receiver: counts payload for SECONDS from the moment the sender's connection was up (the sender's
+#: first 8 bytes), so a receiver that starts reading late does not count buffered bytes in no time;
+#: prints Mbit/s. Sender: sends until reset.
 FLOW = r"""
-import socket, sys, time
+import socket, struct, sys, time
 if sys.argv[1] == "recv":
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -24,16 +28,20 @@ if sys.argv[1] == "recv":
     srv.settimeout(15)
     print("ready", flush=True)
     conn, _ = srv.accept()
+    conn.settimeout(15)
+    head = b""
+    while len(head) < 8:
+        head += conn.recv(8 - len(head))
+    (start,) = struct.unpack("d", head)  # CLOCK_MONOTONIC is the machine's, in every namespace
     conn.settimeout(0.2)
-    window, total, start = float(sys.argv[4]), 0, None
-    while start is None or time.monotonic() - start < window:
+    window, total = float(sys.argv[4]), 0
+    while time.monotonic() - start < window:
         try:
             data = conn.recv(262144)
         except socket.timeout:
             continue
         if not data:
             break
-        start = start or time.monotonic()
         total += len(data)
     print("%.4f" % (total * 8 / (time.monotonic() - start) / 1e6), flush=True)
     conn.close()
@@ -44,6 +52,7 @@ else:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, priority)
     sock.settimeout(15)
     sock.connect((sys.argv[2], int(sys.argv[3])))
+    sock.sendall(struct.pack("d", time.monotonic()))
     chunk = b"x" * 65536
     try:
         while True:
@@ -124,28 +133,28 @@ def leaf(qdisc):
 
 def test_goodput_follows_the_rate_and_the_priority_class(pair):
     ns = pair["shaped"]
-    assert run_module("shaper", dev=DEV, rate_mbit=20, netns=ns)["changed"] is True
+    assert run_item("shaper", dev=DEV, rate_mbit=20, netns=ns)["changed"] is True
     (at20,) = goodput(pair, 0)
     print(f"\nshaper 20 Mbit/s: one TCP flow {at20:.2f} Mbit/s ({at20 / 20:.1%})")
 
-    assert run_module("shaper", dev=DEV, rate_mbit=100, netns=ns)["changed"] is True
+    assert run_item("shaper", dev=DEV, rate_mbit=100, netns=ns)["changed"] is True
     (at100,) = goodput(pair, 0, seconds=1.5)
     print(f"shaper 100 Mbit/s: one TCP flow {at100:.2f} Mbit/s ({at100 / 100:.1%}, 1.5 s)")
 
-    assert run_module("shaper", dev=DEV, rate_mbit=5, netns=ns)["changed"] is True
+    assert run_item("shaper", dev=DEV, rate_mbit=5, netns=ns)["changed"] is True
     (at5,) = goodput(pair, 0)
     print(f"shaper 5 Mbit/s: one TCP flow {at5:.2f} Mbit/s ({at5 / 5:.1%})")
 
-    run_module("shaper", dev=DEV, rate_mbit=5, classes=[{"id": 0x10, "rate_mbit": 20}], netns=ns)
+    run_item("shaper", dev=DEV, rate_mbit=5, classes=[{"id": 0x10, "rate_mbit": 20}], netns=ns)
     in_class, default = goodput(pair, 0x10010, 0)
     print(f"default 5 + class 1:10 at 20 Mbit/s, concurrently: SO_PRIORITY 0x10010 {in_class:.2f} Mbit/s "
           f"({in_class / 20:.1%}), priority 0 {default:.2f} Mbit/s ({default / 5:.1%})")
 
-    assert 0.85 * 20 <= at20 <= 20
-    assert 0.85 * 100 <= at100 <= 100
-    assert 0.85 * 5 <= at5 <= 5
-    assert 0.85 * 20 <= in_class <= 20
-    assert 0.85 * 5 <= default <= 5
+    # Never above the rate (the window starts when the sender's connection is up, so this holds
+    # however late the receiver reads); the lower bound is a wide sanity bound (96 % is usual, a
+    # busy machine's sender gets less), catching only a shaper that starves its class.
+    for goodput_mbit, rate in ((at20, 20), (at100, 100), (at5, 5), (in_class, 20), (default, 5)):
+        assert LOWEST_SHARE * rate <= goodput_mbit <= rate, (goodput_mbit, rate)
 
 
 def test_check_mode_apply_read_back_idempotent_and_absent(pair):
@@ -154,12 +163,12 @@ def test_check_mode_apply_read_back_idempotent_and_absent(pair):
     assert tc_qdiscs(ns)["root"]["kind"] == "noqueue"
     args = dict(dev=DEV, rate_mbit=20, classes=[{"id": 7, "rate_mbit": 2.5}], netns=ns)
 
-    predicted = run_module("shaper", check=True, **args)
+    predicted = run_item("shaper", check=True, **args)
     assert predicted["changed"] is True and predicted["diff"]["before"] == {}
     assert predicted["shaper"]["rate_mbit"] == 20.0
     assert tc_qdiscs(ns)["root"]["kind"] == "noqueue"
 
-    done = run_module("shaper", **args)
+    done = run_item("shaper", **args)
     assert done["changed"] is True and done["shaper"] == predicted["shaper"]
     qdiscs = tc_qdiscs(ns)
     assert (qdiscs["root"]["kind"], qdiscs["root"]["handle"]) == ("htb", "1:")
@@ -174,33 +183,33 @@ def test_check_mode_apply_read_back_idempotent_and_absent(pair):
     assert (classes["1:7"]["rate"], classes["1:7"]["ceil"]) == ("2500Kbit", "2500Kbit")
     assert classes["1:7"]["quantum"] == "1514"
 
-    assert run_module("shaper", **args)["changed"] is False
-    assert run_module("shaper", check=True, **args)["changed"] is False
+    assert run_item("shaper", **args)["changed"] is False
+    assert run_item("shaper", check=True, **args)["changed"] is False
 
     slower = dict(args, rate_mbit=10)
-    diff = run_module("shaper", check=True, **slower)["diff"]
+    diff = run_item("shaper", check=True, **slower)["diff"]
     assert (diff["before"]["rate_mbit"], diff["after"]["rate_mbit"]) == (20.0, 10.0)
     assert diff["before"]["classes"] == diff["after"]["classes"]
     assert tc_classes(ns)["1:ffff"]["rate"] == "20Mbit"
 
-    assert run_module("shaper", check=True, dev=DEV, state="absent", netns=ns)["changed"] is True
+    assert run_item("shaper", check=True, dev=DEV, state="absent", netns=ns)["changed"] is True
     assert tc_qdiscs(ns)["root"]["kind"] == "htb"
-    removed = run_module("shaper", dev=DEV, state="absent", netns=ns)
+    removed = run_item("shaper", dev=DEV, state="absent", netns=ns)
     assert removed["changed"] is True and removed["shaper"] == {}
     assert removed["diff"]["before"]["rate_mbit"] == 20.0
     assert list(tc_qdiscs(ns)) == ["root"] and tc_qdiscs(ns)["root"]["kind"] == "noqueue"
-    assert run_module("shaper", dev=DEV, state="absent", netns=ns)["changed"] is False
+    assert run_item("shaper", dev=DEV, state="absent", netns=ns)["changed"] is False
     assert_unchanged(before, ns)
 
 
 def test_rate_change_touches_only_what_differs(pair):
     ns = pair["shaped"]
-    run_module("shaper", dev=DEV, rate_mbit=5, netns=ns,
+    run_item("shaper", dev=DEV, rate_mbit=5, netns=ns,
                classes=[{"id": 16, "rate_mbit": 20}, {"id": 32, "rate_mbit": 10}])
     leaves = {cid: c["leaf"] for cid, c in tc_classes(ns).items()}
     assert set(leaves) == {"1:ffff", "1:10", "1:20"}
 
-    changed = run_module("shaper", dev=DEV, rate_mbit=8, classes=[{"id": 16, "rate_mbit": 20}], netns=ns)
+    changed = run_item("shaper", dev=DEV, rate_mbit=8, classes=[{"id": 16, "rate_mbit": 20}], netns=ns)
     assert changed["changed"] is True
     assert [c["id"] for c in changed["shaper"]["classes"]] == [16]
     classes = tc_classes(ns)
@@ -209,14 +218,14 @@ def test_rate_change_touches_only_what_differs(pair):
     # Same leaf qdiscs: the classes were changed in place, not the qdisc rebuilt.
     assert classes["1:ffff"]["leaf"] == leaves["1:ffff"] and classes["1:10"]["leaf"] == leaves["1:10"]
     assert leaf(tc_qdiscs(ns)["1:ffff"])[0] == 10_000_000
-    assert run_module("shaper", dev=DEV, rate_mbit=8, classes=[{"id": 16, "rate_mbit": 20}],
+    assert run_item("shaper", dev=DEV, rate_mbit=8, classes=[{"id": 16, "rate_mbit": 20}],
                       netns=ns)["changed"] is False
 
     # A hand-made htb 1: with another default class is rebuilt to ours.
     sh("tc", "qdisc", "del", "dev", DEV, "root", netns=ns)
     sh("tc", "qdisc", "add", "dev", DEV, "root", "handle", "1:", "htb", "default", "10", netns=ns)
     sh("tc", "class", "add", "dev", DEV, "parent", "1:", "classid", "1:10", "htb", "rate", "1mbit", netns=ns)
-    fixed = run_module("shaper", dev=DEV, rate_mbit=8, classes=[{"id": 16, "rate_mbit": 20}], netns=ns)
+    fixed = run_item("shaper", dev=DEV, rate_mbit=8, classes=[{"id": 16, "rate_mbit": 20}], netns=ns)
     assert fixed["changed"] is True and fixed["diff"]["before"]["default_class"]["id"] == 16
     assert tc_qdiscs(ns)["root"]["options"]["default"] == "0xffff"
     assert tc_classes(ns)["1:10"]["rate"] == "20Mbit"
@@ -225,25 +234,25 @@ def test_rate_change_touches_only_what_differs(pair):
 def test_foreign_root_qdisc_is_left_by_absent_and_replaced_by_present(pair):
     ns = pair["shaped"]
     sh("tc", "qdisc", "add", "dev", DEV, "root", "handle", "2:", "htb", "default", "1", netns=ns)
-    assert run_module("shaper", dev=DEV, state="absent", netns=ns)["changed"] is False
+    assert run_item("shaper", dev=DEV, state="absent", netns=ns)["changed"] is False
     assert tc_qdiscs(ns)["root"]["handle"] == "2:"
     sh("tc", "qdisc", "replace", "dev", DEV, "root", "tbf", "rate", "1mbit", "burst", "10k",
        "latency", "50ms", netns=ns)
-    assert run_module("shaper", dev=DEV, state="absent", netns=ns)["changed"] is False
+    assert run_item("shaper", dev=DEV, state="absent", netns=ns)["changed"] is False
     assert tc_qdiscs(ns)["root"]["kind"] == "tbf"
 
-    replaced = run_module("shaper", dev=DEV, rate_mbit=3, netns=ns)
+    replaced = run_item("shaper", dev=DEV, rate_mbit=3, netns=ns)
     assert replaced["changed"] is True and replaced["diff"]["before"] == {}
     assert (tc_qdiscs(ns)["root"]["kind"], tc_qdiscs(ns)["root"]["handle"]) == ("htb", "1:")
-    assert run_module("shaper", dev=DEV, state="absent", netns=ns)["changed"] is True
+    assert run_item("shaper", dev=DEV, state="absent", netns=ns)["changed"] is True
     assert tc_qdiscs(ns)["root"]["kind"] == "noqueue"
     # A missing interface has nothing to remove.
-    assert run_module("shaper", dev="nosuchdev0", state="absent", netns=ns)["changed"] is False
+    assert run_item("shaper", dev="nosuchdev0", state="absent", netns=ns)["changed"] is False
 
 
 def test_bad_input_fails_with_one_line_and_changes_nothing(pair):
     ns = pair["shaped"]
-    run_module("shaper", dev=DEV, rate_mbit=4, classes=[{"id": 3, "rate_mbit": 1}], netns=ns)
+    run_item("shaper", dev=DEV, rate_mbit=4, classes=[{"id": 3, "rate_mbit": 1}], netns=ns)
     before, before_tc = snapshot(ns), (tc_qdiscs(ns), tc_classes(ns))
     ok = [{"id": 3, "rate_mbit": 1}]
     cases = [
@@ -262,7 +271,7 @@ def test_bad_input_fails_with_one_line_and_changes_nothing(pair):
         ("classes", dict(dev=DEV, rate_mbit=4, classes=ok + [{"id": 9}])),
     ]
     for option, args in cases:
-        result = run_module("shaper", netns=ns, **args)
+        result = run_item("shaper", netns=ns, **args)
         assert result.get("failed"), args
         assert "\n" not in result["msg"] and "Traceback" not in result["msg"], result["msg"]
         assert option in result["msg"], (args, result["msg"])
@@ -274,7 +283,8 @@ def test_unit_validation_without_ansible():
     from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
     from ansible_collections.mpsocks.mptcp.plugins.module_utils.shaper import Shaper, burst_for, leaf_for
 
-    shaper = Shaper({"dev": "x0", "rate_mbit": 2.5, "classes": [{"id": 1, "rate_mbit": 0.1}]})
+    # Validation looks the interface up (in the current namespace): lo is always there.
+    shaper = Shaper({"dev": "lo", "rate_mbit": 2.5, "classes": [{"id": 1, "rate_mbit": 0.1}]})
     shaper.validate()
     assert shaper.rate == 312500 and shaper.classes == {1: 12500}
     assert (burst_for(312500), burst_for(12500)) == (3125, 3028)
@@ -282,14 +292,16 @@ def test_unit_validation_without_ansible():
     assert leaf_for(2500000, 9000) == (25000000, 9075, 250000)
     for bad in (float("nan"), float("inf"), True):
         with pytest.raises(MpsocksError, match="rate_mbit"):
-            Shaper({"dev": "x0", "rate_mbit": bad}).validate()
+            Shaper({"dev": "lo", "rate_mbit": bad}).validate()
     with pytest.raises(MpsocksError, match="whole"):
-        Shaper({"dev": "x0", "rate_mbit": 1, "classes": [{"id": 2.5, "rate_mbit": 1}]}).validate()
+        Shaper({"dev": "lo", "rate_mbit": 1, "classes": [{"id": 2.5, "rate_mbit": 1}]}).validate()
+    with pytest.raises(MpsocksError, match="dev: no interface named 'x0'"):
+        Shaper({"dev": "x0", "rate_mbit": 1}).validate()
     assert Shaper({"dev": "x0", "state": "absent"}).validate() is None
 
 
 def test_missing_namespace_is_a_clear_error():
-    result = run_module("shaper", dev=DEV, rate_mbit=1, netns="mpsocks-no-such-ns")
+    result = run_item("shaper", dev=DEV, rate_mbit=1, netns="mpsocks-no-such-ns")
     assert result["failed"] and "mpsocks-no-such-ns" in result["msg"]
 
 
@@ -299,3 +311,105 @@ def test_traffic_helper_measures_an_unshaped_link(pair):
     (free,) = goodput(pair, 0, seconds=1)
     print(f"\nunshaped veth: {free:.0f} Mbit/s in {time.monotonic() - start:.1f} s")
     assert free > 100
+
+
+def root_kinds(pair):
+    """{(netns, dev): kind of its root qdisc} for every interface the list tests shape."""
+    return {(ns, dev): tc_qdiscs(ns, dev)["root"]["kind"]
+            for ns, dev in [(pair["shaped"], DEV), (pair["shaped"], "va0"), (pair["peer"], PEER_DEV),
+                            (pair["peer"], "va1")]}
+
+
+def settled(netns, seconds=10.0):
+    """Wait until every link of NETNS has its carrier and the kernel's follow-ups (IPv6 routes) are done."""
+    deadline = time.monotonic() + seconds
+    while "NO-CARRIER" in sh("ip", "-o", "link", "show", netns=netns):
+        assert time.monotonic() < deadline, sh("ip", "-o", "link", "show", netns=netns)
+        time.sleep(0.05)
+    previous = None
+    while previous != snapshot(netns):
+        assert time.monotonic() < deadline, f"{netns} does not settle"
+        previous = snapshot(netns)
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def four(pair):
+    """PAIR plus a veth va0/va1 inside each namespace: four interfaces to shape, two in each."""
+    for ns in pair.values():
+        sh("ip", "link", "add", "va0", "type", "veth", "peer", "name", "va1", netns=ns)
+        for dev in ("va0", "va1"):
+            sh("ip", "link", "set", dev, "addrgenmode", "none", netns=ns)  # no late IPv6 addresses
+            sh("ip", "link", "set", dev, "up", netns=ns)
+    for ns in pair.values():
+        settled(ns)
+    return pair
+
+
+def test_a_list_across_namespaces_in_one_call(four):
+    """As the lab does: both directions of two uplinks, in two ISP namespaces, in one call."""
+    shaped, peer = four["shaped"], four["peer"]
+    config = [
+        {"dev": DEV, "rate_mbit": 20},  # in the module's netns
+        {"dev": "va0", "rate_mbit": 5, "classes": [{"id": 7, "rate_mbit": 1}]},
+        {"netns": peer, "dev": PEER_DEV, "rate_mbit": 10},
+        {"netns": peer, "dev": "va1", "rate_mbit": 2.5},
+    ]
+    nothing = root_kinds(four)
+    assert set(nothing.values()) == {"noqueue"}
+    before = {ns: snapshot(ns) for ns in (shaped, peer)}
+
+    predicted = run_module("shaper", check=True, netns=shaped, config=config)
+    assert predicted["changed"] is True and [r["changed"] for r in predicted["results"]] == [True] * 4
+    assert root_kinds(four) == nothing
+    for ns in (shaped, peer):
+        assert_unchanged(before[ns], ns)
+
+    done = run_module("shaper", netns=shaped, config=config)
+    assert done["changed"] is True and len(done["diff"]) == 4
+    assert [r["shaper"] for r in done["results"]] == [r["shaper"] for r in predicted["results"]]
+    assert [r["diff"] for r in done["results"]] == [r["diff"] for r in predicted["results"]]
+    assert set(root_kinds(four).values()) == {"htb"}
+    assert tc_classes(shaped, "va0")["1:7"]["rate"] == "1Mbit"
+    assert tc_classes(peer, PEER_DEV)["1:ffff"]["rate"] == "10Mbit"
+    assert tc_classes(peer, "va1")["1:ffff"]["rate"] == "2500Kbit"
+    assert done["results"][1]["shaper"] == {"dev": "va0", "rate_mbit": 5.0, "netns": shaped,
+                                            "classes": [{"id": 7, "rate_mbit": 1.0}]}
+
+    assert run_module("shaper", netns=shaped, config=config)["changed"] is False
+    # What the module returned, fed back as its input (each item names its netns), changes nothing.
+    returned = [result["shaper"] for result in done["results"]]
+    again = run_module("shaper", config=returned)
+    assert again["changed"] is False and [r["shaper"] for r in again["results"]] == returned
+
+    gone = [{"netns": item["netns"], "dev": item["dev"]} for item in returned]
+    predicted = run_module("shaper", check=True, state="absent", config=gone)
+    assert [r["changed"] for r in predicted["results"]] == [True] * 4
+    assert set(root_kinds(four).values()) == {"htb"}
+    removed = run_module("shaper", state="absent", config=gone)
+    assert [r["shaper"] for r in removed["results"]] == [{}] * 4
+    assert root_kinds(four) == nothing
+    assert run_module("shaper", state="absent", config=gone)["changed"] is False
+
+
+def test_a_bad_item_in_the_middle_changes_nothing(four):
+    shaped, peer = four["shaped"], four["peer"]
+    good = [{"netns": shaped, "dev": DEV, "rate_mbit": 20}, {"netns": peer, "dev": PEER_DEV, "rate_mbit": 10}]
+    bad_items = [
+        ({"netns": peer, "dev": "nosuchdev0", "rate_mbit": 4}, "dev: no interface named 'nosuchdev0'"),
+        ({"netns": shaped, "dev": "va0", "rate_mbit": 0}, "rate_mbit"),
+        ({"netns": shaped, "dev": "va0", "rate_mbit": 4, "classes": [{"id": 0xFFFF, "rate_mbit": 1}]},
+         "collides with the default class"),
+        ({"netns": "mpsocks-no-such-ns", "dev": "va0", "rate_mbit": 4}, "mpsocks-no-such-ns"),
+    ]
+    before = {ns: snapshot(ns) for ns in (shaped, peer)}
+    nothing = root_kinds(four)
+    for bad, needle in bad_items:
+        for check in (True, False):
+            result = run_module("shaper", check=check, config=good[:1] + [bad] + good[1:])
+            assert result.get("failed") and result["changed"] is False, result
+            assert result["msg"].startswith("config[1] (shaper "), result["msg"]
+            assert needle in result["msg"] and "\n" not in result["msg"], result["msg"]
+            assert root_kinds(four) == nothing
+            for ns in (shaped, peer):
+                assert_unchanged(before[ns], ns)

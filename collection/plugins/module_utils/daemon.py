@@ -597,12 +597,6 @@ class Daemon(KernelObject):
         result.update(pid=pid, program_pid=program, log=self.log_file)
         return result
 
-    def result(self, before, after, changed):
-        """The diff shows the daemon as found (running or not, its log), the result its config."""
-        result = super().result(before, after, changed)
-        result["diff"].update(before=dict(before or {}), after=dict(after or {}))
-        return result
-
     # helpers
 
     def _load(self):

@@ -295,12 +295,6 @@ class Shaper(KernelObject):
         return {"dev": state["dev"], "rate_mbit": state["rate_mbit"], "classes": classes,
                 "netns": self.params.get("netns")}
 
-    def result(self, before, after, changed):
-        """The diff shows the qdisc as the kernel holds it (bursts, leaves); the result its config."""
-        result = super().result(before, after, changed)
-        result["diff"].update(before=dict(before or {}), after=dict(after or {}))
-        return result
-
     # -- applying -----------------------------------------------------------
 
     def apply(self, current, wanted):
