@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 from mpsocks_testlib import (
-    CREATED,
     collections_root,
+    created_namespaces,
     delete_uplinks,
     make_uplinks,
-    netns_names,
     sh,
     snapshot,
     start_capture,
@@ -33,7 +32,7 @@ def _is_root() -> bool:
 
 
 #: Every address block the tests use; none of it may ever appear on the machine's real interface.
-TEST_NETWORKS = ("198.18.0.0/15", "10.66.0.0/16", "10.199.0.0/16")
+TEST_NETWORKS = ("198.18.0.0/15", "10.66.0.0/16", "10.199.0.0/16", "fd66::/16", "2001:db8::/32")
 OUTSIDE = "eth0"
 
 
@@ -61,7 +60,7 @@ def root_namespace_untouched(tmp_path_factory):
     assert not leaked(), f"test traffic left the machine on {OUTSIDE}:\n{leaked()}"
     for key in before:
         assert after[key] == before[key], f"tests changed the root namespace's {key}"
-    left = netns_names() & CREATED
+    left = created_namespaces()
     assert not left, f"tests left namespaces behind: {sorted(left)}"
 
 

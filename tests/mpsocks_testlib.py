@@ -82,10 +82,37 @@ def netns_names() -> set[str]:
     return {line.split()[0] for line in sh("ip", "netns", "list").splitlines() if line.strip()}
 
 
+def created_namespaces() -> set[str]:
+    """Namespaces named by this test run: unique_name()s, and a lab's NAME-host, NAME-isp0 ..."""
+    return {netns for netns in netns_names()
+            if netns in CREATED or netns.split("-", 1)[0] in CREATED}
+
+
+#: Sysctls that change by themselves (with the traffic), not by a test.
+VOLATILE_SYSCTLS = re.compile(r"^net\.netfilter\.nf_conntrack_count ", re.M)
+
+
 def _sysctls(netns: str | None) -> str:
-    """The forwarding and MPTCP sysctls the project may touch."""
-    return sh("sh", "-c", "sysctl -a 2>/dev/null | grep -E '(forwarding|rp_filter|mptcp)' | sort",
-              netns=netns)
+    """Every net.* sysctl of the namespace but the counters."""
+    text = sh("sh", "-c", "sysctl -a 2>/dev/null | grep '^net\\.' | sort", netns=netns)
+    return "\n".join(line for line in text.splitlines() if not VOLATILE_SYSCTLS.match(line))
+
+
+def _processes(netns: str | None) -> str:
+    """The processes in NETNS (in the root namespace: those of mpsocks), as sorted ``pid comm`` lines."""
+    wanted = os.stat(f"/run/netns/{netns}").st_ino if netns else None
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            inode = os.stat(entry / "ns" / "net").st_ino
+            comm = (entry / "comm").read_text().strip()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        ours = comm.startswith("mpsd-") or "mpsocks_lab_server" in cmdline
+        if (inode == wanted) if netns else (ours and inode == os.stat("/proc/self/ns/net").st_ino):
+            found.append(f"{entry.name} {comm}")
+    return "\n".join(sorted(found))
 
 
 def snapshot(netns: str | None = None) -> dict:
@@ -99,7 +126,9 @@ def snapshot(netns: str | None = None) -> dict:
         "nft": sh("nft", "list", "ruleset", netns=netns),
         "mptcp": sh("ip", "mptcp", "endpoint", "show", netns=netns)
         + sh("ip", "mptcp", "limits", "show", netns=netns),
+        "qdiscs": sh("tc", "qdisc", "show", netns=netns),
         "sysctl": _sysctls(netns),
+        "processes": _processes(netns),
     }
 
 
@@ -121,19 +150,24 @@ def make_uplinks(netns: str, count: int = 2) -> list[dict]:
     lives in a namespace of its own (NETNS + "g" + n) so the gateway answers ARP.
     """
     uplinks = []
-    for n in range(count):
-        name, gw_ns = f"up{n}", unique_name("mpstg")
-        subprocess.run(["ip", "netns", "add", gw_ns], check=True)
-        sh("ip", "link", "add", name, "netns", netns, "type", "veth", "peer", "name", "gw", "netns", gw_ns)
-        # No IPv6 autoconfiguration: its addresses appear late and would blur snapshots.
-        sh("ip", "link", "set", name, "addrgenmode", "none", netns=netns)
-        sh("ip", "addr", "add", f"10.199.{n}.2/24", "dev", name, netns=netns)
-        sh("ip", "link", "set", name, "up", netns=netns)
-        sh("ip", "addr", "add", f"10.199.{n}.1/24", "dev", "gw", netns=gw_ns)
-        sh("ip", "link", "set", "gw", "up", netns=gw_ns)
-        sh("ip", "route", "add", "default", "via", f"10.199.{n}.1", "dev", name, "metric", str(100 + n),
-           netns=netns)
-        uplinks.append({"name": name, "gateway": f"10.199.{n}.1", "gateway_netns": gw_ns})
+    try:
+        for n in range(count):
+            name, gw_ns = f"up{n}", unique_name("mpstg")
+            subprocess.run(["ip", "netns", "add", gw_ns], check=True)
+            uplinks.append({"name": name, "gateway": f"10.199.{n}.1", "gateway_netns": gw_ns})
+            sh("ip", "link", "add", name, "netns", netns, "type", "veth", "peer", "name", "gw",
+               "netns", gw_ns)
+            # No IPv6 autoconfiguration: its addresses appear late and would blur snapshots.
+            sh("ip", "link", "set", name, "addrgenmode", "none", netns=netns)
+            sh("ip", "addr", "add", f"10.199.{n}.2/24", "dev", name, netns=netns)
+            sh("ip", "link", "set", name, "up", netns=netns)
+            sh("ip", "addr", "add", f"10.199.{n}.1/24", "dev", "gw", netns=gw_ns)
+            sh("ip", "link", "set", "gw", "up", netns=gw_ns)
+            sh("ip", "route", "add", "default", "via", f"10.199.{n}.1", "dev", name, "metric", str(100 + n),
+               netns=netns)
+    except BaseException:
+        delete_uplinks(uplinks)  # a failure half way leaves no gateway namespace behind
+        raise
     return uplinks
 
 

@@ -74,22 +74,23 @@ def test_explicit_gateway(netns, uplinks, tmp_path):
 
 def test_bad_input_fails_before_anything_changes(netns, uplinks, tmp_path):
     sh("ip", "link", "add", "nogw", "type", "veth", "peer", "name", "nogwp", netns=netns)
-    sh("ip", "link", "add", "mptcp1", "type", "veth", "peer", "name", "mptcp1p", netns=netns)
-    before = snapshot(netns)
     cases = [
-        (["up0", "wlp9s9"], "routes[0].dev: interface 'wlp9s9' does not exist"),
+        (["up0", "wlp9s9"], "config[1] (policy route table 6607): routes[0].dev: interface 'wlp9s9'"),
         (["up0", "nogw"], "nogw has no default route"),
-        (["up0", "up1"], "name: 'mptcp1' already exists as a veth interface, not a tap"),
         (["up0", "an-uplink-name-too-long"], "mpsocks_uplinks[1].name"),
         (["up0", {"name": "up1", "gateway": "10.199.1.300"}], "mpsocks_uplinks[1].gateway"),
         ("up0", "mpsocks_uplinks"),
+        (["up0", "up1"], "config[1] (tap mptcp1): name: 'mptcp1' already exists as a veth interface"),
     ]
     for uplinks_value, needle in cases:
+        if "mptcp1" in needle:
+            sh("ip", "link", "add", "mptcp1", "type", "veth", "peer", "name", "mptcp1p", netns=netns)
+        before = snapshot(netns)
         rc, output, recap = play(netns, tmp_path, mpsocks_uplinks=uplinks_value)
         assert rc != 0 and recap[netns]["failed"] == 1, output
         assert needle in output, output
         assert "Traceback" not in output
-    assert_unchanged(before, netns)
+        assert_unchanged(before, netns)
 
 
 def test_down_after_a_killed_up_removes_everything(netns, uplinks, tmp_path):
@@ -100,16 +101,41 @@ def test_down_after_a_killed_up_removes_everything(netns, uplinks, tmp_path):
     proc = subprocess.Popen([playbook_bin, "-i", str(inventory), str(PLAYBOOK), "-e", extravars],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
-    seen = ""
-    deadline = time.monotonic() + 120
-    while "TASK [mpsocks.mptcp.host_network : NAT out of each uplink]" not in seen:
-        line = proc.stdout.readline()
-        assert line and time.monotonic() < deadline, seen
-        seen += line
-    os.killpg(proc.pid, signal.SIGKILL)  # half way: taps made, NAT maybe, routing not yet
-    proc.wait()
+    try:
+        seen = ""
+        deadline = time.monotonic() + 120
+        while "TASK [mpsocks.mptcp.host_network : NAT out of each uplink" not in seen:
+            line = proc.stdout.readline()
+            assert line and time.monotonic() < deadline, seen
+            seen += line
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # half way: routing and taps made, NAT maybe not yet
+        proc.wait()
     assert "mptcp0" in sh("ip", "link", netns=netns)
 
     rc, output, _ = play(netns, tmp_path, mpsocks_state="absent")
     assert rc == 0, output
     assert_unchanged(before, netns)
+
+
+def test_down_removes_only_what_mpsocks_made(netns, uplinks, tmp_path):
+    """Issue 7 #13: a user's tap named like ours, and their rule and route in our table, survive."""
+    sh("ip", "tuntap", "add", "mode", "tap", "name", "mptcp3", netns=netns)
+    sh("ip", "rule", "add", "from", "10.1.2.3", "lookup", "6607", "priority", "6607", netns=netns)
+    sh("ip", "route", "add", "10.1.2.0/24", "dev", "up0", "table", "6607", netns=netns)
+    before = snapshot(netns)
+    rc, output, recap = play(netns, tmp_path, mpsocks_uplinks=["up0", "up1"])
+    assert rc == 0 and recap[netns]["changed"] == 3, output
+    assert "from 10.1.2.3 lookup 6607" in sh("ip", "rule", netns=netns)
+    for state in ("absent", "absent"):
+        rc, output, recap = play(netns, tmp_path, mpsocks_state=state)
+        assert rc == 0, output
+    assert_unchanged(before, netns)
+    # A user's tap with the very name of slot 0 is neither adopted nor removed.
+    sh("ip", "tuntap", "add", "mode", "tap", "name", "mptcp0", netns=netns)
+    mine = snapshot(netns)
+    rc, output, recap = play(netns, tmp_path, mpsocks_uplinks=["up0"])
+    assert rc != 0 and "tap 'mptcp0' exists but was not made by mpsocks" in output, output
+    rc, output, recap = play(netns, tmp_path, mpsocks_state="absent")
+    assert rc == 0 and recap[netns]["changed"] == 0, output
+    assert_unchanged(mine, netns)
