@@ -2,7 +2,9 @@
 
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.lab import lab_plan
@@ -35,9 +37,20 @@ def test_recorded_plan_with_nothing_running_is_degraded(tmp_path):
     assert "  download  http://198.19.0.11/bytes/N" in text
 
 
-def test_a_process_counts_only_in_its_namespace(tmp_path):
+def test_a_process_counts_only_in_its_namespace(tmp_path, netns):
     pid_file = tmp_path / "x.pid"
-    pid_file.write_text(f"{os.getpid()}\n")
-    assert lab._alive(pid_file, "certainly-not-a-namespace") is False
-    pid_file.write_text("not a pid\n")
-    assert lab._alive(pid_file, "x") is False
+    inside = subprocess.Popen(["ip", "netns", "exec", netns, "sleep", "100"])
+    try:
+        deadline = time.monotonic() + 5
+        while os.stat(f"/proc/{inside.pid}/ns/net").st_ino != os.stat(f"/run/netns/{netns}").st_ino:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        pid_file.write_text(f"{inside.pid}\n")
+        assert lab._alive(pid_file, netns) is True
+        pid_file.write_text(f"{os.getpid()}\n")  # alive, but in another namespace
+        assert lab._alive(pid_file, netns) is False
+        pid_file.write_text("not a pid\n")
+        assert lab._alive(pid_file, netns) is False
+    finally:
+        inside.kill()
+        inside.wait()
