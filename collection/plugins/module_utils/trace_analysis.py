@@ -153,29 +153,36 @@ class _Connection:
         self.handshake_seen = False
 
 
-def analyze(paths, plot_dir=None, xplot_dir=None):
+def analyze(paths, plot_dir=None, xplot_dir=None, check_mode=False):
     """The analysis of the captures at PATHS (see the module docstring); raises MpsocksError.
 
     With PLOT_DIR and/or XPLOT_DIR, writes there a PNG and/or xplot time-sequence plot per MPTCP
-    connection and direction.
+    connection and direction; with CHECK_MODE they are drawn in a scratch folder and thrown away,
+    and ``plots`` names the files that would have been written.
     """
     if not paths:
         raise MpsocksError("no capture file given")
     for directory in (plot_dir, xplot_dir):
         if directory is not None and os.path.exists(directory) and not os.path.isdir(directory):
             raise MpsocksError("%s: not a directory" % directory)
-    log_dir = tempfile.mkdtemp(prefix="mpsocks-trace-") if plot_dir or xplot_dir else None
+    scratch = tempfile.mkdtemp(prefix="mpsocks-trace-") if plot_dir or xplot_dir else None
     try:
-        analysis = _Analysis(SequenceLog(log_dir) if log_dir else None)
+        analysis = _Analysis(SequenceLog(scratch) if scratch else None)
         for index, path in enumerate(paths):
             analysis.read(index, str(path))
         report = analysis.report()
         report["plots"] = []
-        if log_dir:
-            report["plots"] = write_plots(analysis.log, analysis.plot_series(), plot_dir, xplot_dir)
+        if scratch:
+            targets = {"png": plot_dir, "xpl": xplot_dir}
+            drawn = targets
+            if check_mode:
+                drawn = {kind: target and os.path.join(scratch, kind) for kind, target in targets.items()}
+            for path in write_plots(analysis.log, analysis.plot_series(), drawn["png"], drawn["xpl"]):
+                kind = path.rsplit(".", 1)[1]
+                report["plots"].append(os.path.join(str(targets[kind]), os.path.basename(path)))
     finally:
-        if log_dir:
-            shutil.rmtree(log_dir, ignore_errors=True)
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     return report
 
 

@@ -57,6 +57,26 @@ FONT = (
 )
 
 
+class Extent:
+    """Times, data sequence numbers and subflows of the data segments of one series."""
+
+    __slots__ = ("first_time", "last_time", "lowest", "highest", "subflows")
+
+    def __init__(self):
+        self.first_time = self.last_time = self.lowest = self.highest = None
+        self.subflows = set()
+
+    def add(self, subflow, timestamp, first, last):
+        if self.first_time is None:
+            self.first_time, self.last_time, self.lowest, self.highest = timestamp, timestamp, first, last
+        else:
+            self.first_time = min(self.first_time, timestamp)
+            self.last_time = max(self.last_time, timestamp)
+            self.lowest = min(self.lowest, first)
+            self.highest = max(self.highest, last)
+        self.subflows.add(subflow)
+
+
 class SequenceLog:
     """Data segments and data ACKs of every connection and direction, in files under DIRECTORY."""
 
@@ -64,7 +84,7 @@ class SequenceLog:
         self.directory = directory
         self._pending = {}
         self._buffered = 0
-        #: (connection, direction) -> [records, first time, last time, lowest, highest, subflows]
+        #: (connection, direction) -> Extent of its data segments
         self.series = {}
 
     def segment(self, connection, direction, subflow, timestamp, first, last):
@@ -76,17 +96,12 @@ class SequenceLog:
         self._add((connection, direction), ACK, subflow, timestamp, value, value)
 
     def _add(self, key, kind, subflow, timestamp, first, last):
-        summary = self.series.get(key)
-        if summary is None:
-            summary = self.series[key] = [0, timestamp, timestamp, first, last, set()]
+        extent = self.series.get(key)
+        if extent is None:
+            extent = self.series[key] = Extent()
             self._pending[key] = []
-        summary[0] += 1
-        summary[1] = min(summary[1], timestamp)
-        summary[2] = max(summary[2], timestamp)
-        summary[3] = min(summary[3], first)
-        summary[4] = max(summary[4], last)
         if kind == SEGMENT:
-            summary[5].add(subflow)
+            extent.add(subflow, timestamp, first, last)
         pending = self._pending[key]
         pending.append(_RECORD.pack(kind, min(subflow, 0xFFFF), timestamp, first, last))
         self._buffered += 1
@@ -134,8 +149,8 @@ def write_plots(log, series, plot_dir, xplot_dir):
                                    % (directory, exc.strerror)) from None
     for connection, direction, name, title, labels in series:
         key = (connection, direction)
-        summary = log.series.get(key)
-        if summary is None or not summary[5]:
+        extent = log.series.get(key)
+        if extent is None or not extent.subflows:
             continue
         stem = "%s_seq_%d" % (name, connection)
         targets = []
@@ -145,7 +160,7 @@ def write_plots(log, series, plot_dir, xplot_dir):
             targets.append((os.path.join(str(xplot_dir), stem + ".xpl"), _write_xplot))
         for path, writer in targets:
             try:
-                writer(path, log, key, summary, title, labels)
+                writer(path, log, key, extent, title, labels)
             except OSError as exc:
                 raise MpsocksError("%s: cannot write the plot: %s" % (path, exc.strerror)) from None
             written.append(path)
@@ -155,15 +170,18 @@ def write_plots(log, series, plot_dir, xplot_dir):
 # xplot ---------------------------------------------------------------------------------------------
 
 
-def _write_xplot(path, log, key, summary, title, labels):
+def _label(labels, index):
+    return labels[index] if index < len(labels) else "subflow %d" % index
+
+
+def _write_xplot(path, log, key, extent, title, labels):
     """The series KEY as an xplot file: segments as lines with an up arrow, data ACKs as down ticks."""
-    start = summary[1]
+    start = extent.first_time
     with open(path, "w") as handle:
         handle.write("double double\ntitle\n%s\nxlabel\ntime (s)\nylabel\ndata sequence number\n" % title)
-        for index in sorted(summary[5]):
-            handle.write("%s\natext %.6f %d\n%s\n" % (
-                XPLOT_COLOURS[index % len(XPLOT_COLOURS)], 0.0, summary[4], labels[index]
-                if index < len(labels) else "subflow %d" % index))
+        for index in sorted(extent.subflows):
+            handle.write("%s\natext %.6f %d\n%s\n" % (XPLOT_COLOURS[index % len(XPLOT_COLOURS)], 0.0,
+                                                     extent.highest, _label(labels, index)))
         colour = None
         for kind, subflow, timestamp, first, last in log.records(key):
             wanted = "white" if kind == ACK else XPLOT_COLOURS[subflow % len(XPLOT_COLOURS)]
@@ -254,56 +272,65 @@ def ticks(low, high, count=8):
     return values
 
 
-def number_text(value, step):
-    """VALUE for an axis label, with k/M/G/T for big numbers and as many decimals as STEP needs."""
-    suffix = ""
-    for factor, name in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(step) >= factor:
-            value, step, suffix = value / factor, step / factor, name
-            break
-    decimals = max(0, -int(math.floor(math.log10(step)))) if step and step < 1 else 0
-    return "%.*f%s" % (decimals, value, suffix)
+def number_texts(values):
+    """Axis labels for the evenly spaced VALUES: k/M/G/T after the largest, as many decimals as needed."""
+    step = values[1] - values[0] if len(values) > 1 else 1
+    largest = max(abs(value) for value in values)
+    scales = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+    factor, suffix = next(((factor, suffix) for factor, suffix in scales if largest >= factor), (1, ""))
+    step /= factor
+    decimals = max(0, -int(math.floor(math.log10(step)))) if 0 < step < 1 else 0
+    return ["%.*f%s" % (decimals, value / factor, suffix) if value else "0" for value in values]
 
 
-def _write_png(path, log, key, summary, title, labels):
+def _write_png(path, log, key, extent, title, labels):
     """The series KEY as a PNG time-sequence plot."""
-    subflows = sorted(summary[5])
-    legend = [(FIRST_SUBFLOW_COLOUR + index % SUBFLOW_COLOURS,
-               labels[index] if index < len(labels) else "subflow %d" % index) for index in subflows[:8]]
+    subflows = sorted(extent.subflows)
+    legend = [(FIRST_SUBFLOW_COLOUR + index % SUBFLOW_COLOURS, _label(labels, index))
+              for index in subflows[:8]]
     if len(subflows) > 8:
-        legend.append((BLACK, "... %d more subflows" % (len(subflows) - 8)))
+        legend.append((BLACK, "... and %d more subflows" % (len(subflows) - 8)))
     legend.append((ACK_COLOUR, "data ACK"))
-    canvas = Canvas(WIDTH, HEIGHT)
     left, right, top = 150, WIDTH - 40, 70
-    bottom = HEIGHT - 80 - 20 * ((len(legend) + 1) // 2)
-    start = summary[1]
-    x_low, x_high = 0.0, max(summary[2] - start, 1e-6)
-    y_low, y_high = summary[3], max(summary[4], summary[3] + 1)
+    bottom = HEIGHT - 90 - 20 * len(legend)
+    canvas = Canvas(WIDTH, HEIGHT)
+    start = extent.first_time
+    x_ticks = ticks(0.0, max(extent.last_time - start, 1e-6))
+    y_ticks = ticks(extent.lowest, max(extent.highest, extent.lowest + 1))
+    x_step = x_ticks[1] - x_ticks[0] if len(x_ticks) > 1 else 1.0
+    y_step = y_ticks[1] - y_ticks[0] if len(y_ticks) > 1 else 1
+    # the axes run from the tick at or below the lowest value to the one at or above the highest
+    x_low, x_high = 0.0, x_ticks[-1] if x_ticks[-1] >= extent.last_time - start else x_ticks[-1] + x_step
+    y_low = y_ticks[0] if y_ticks[0] <= extent.lowest else y_ticks[0] - y_step
+    y_high = y_ticks[-1] if y_ticks[-1] >= extent.highest else y_ticks[-1] + y_step
+    if y_low < y_ticks[0]:
+        y_ticks.insert(0, y_low)
+    if x_high > x_ticks[-1]:
+        x_ticks.append(x_high)
+    if y_high > y_ticks[-1]:
+        y_ticks.append(y_high)
 
     def x_pixel(seconds):
+        seconds = min(max(seconds, x_low), x_high)
         return left + int(round((seconds - x_low) * (right - left) / (x_high - x_low)))
 
     def y_pixel(value):
+        value = min(max(value, y_low), y_high)
         return bottom - int(round((value - y_low) * (bottom - top) / (y_high - y_low)))
 
-    x_ticks, y_ticks = ticks(x_low, x_high), ticks(y_low, y_high)
-    x_step = x_ticks[1] - x_ticks[0] if len(x_ticks) > 1 else 1
-    y_step = y_ticks[1] - y_ticks[0] if len(y_ticks) > 1 else 1
-    for value in x_ticks:
+    for value, label in zip(x_ticks, number_texts(x_ticks), strict=True):
         x = x_pixel(value)
         canvas.vline(x, top, bottom, GRID)
         canvas.vline(x, bottom, bottom + 5, BLACK)
-        label = number_text(value, x_step)
         canvas.text(x - len(label) * GLYPH_ADVANCE // 2, bottom + 10, label)
-    for value in y_ticks:
+    for value, label in zip(y_ticks, number_texts(y_ticks), strict=True):
         y = y_pixel(value)
         canvas.hline(left, right, y, GRID)
         canvas.hline(left - 5, left, y, BLACK)
-        label = number_text(value, y_step)
         canvas.text(left - 10 - len(label) * GLYPH_ADVANCE, y - 7, label)
     canvas.hline(left, right, bottom, BLACK)
     canvas.vline(left, top, bottom, BLACK)
-    canvas.text((WIDTH - len(title) * GLYPH_ADVANCE) // 2, 14, title)
+    canvas.text(max((WIDTH - len(title) * GLYPH_ADVANCE) // 2, 4), 14, title)
     canvas.text(10, top - 28, "data sequence number")
     canvas.text(right - 8 * GLYPH_ADVANCE, bottom + 34, "time (s)")
     previous_ack = None
@@ -321,9 +348,8 @@ def _write_png(path, log, key, summary, title, labels):
             canvas.vline(x, y0, y1, colour)
             canvas.hline(x - 2, x + 2, y1, colour)
     for number, (colour, label) in enumerate(legend):
-        x = left + (number % 2) * (right - left) // 2
-        y = bottom + 60 + (number // 2) * 20
-        canvas.rectangle(x, y + 2, x + 16, y + 12, colour)
-        canvas.text(x + 24, y, label[:(right - left) // 2 // GLYPH_ADVANCE - 3])
+        y = bottom + 64 + number * 20
+        canvas.rectangle(left, y + 2, left + 16, y + 12, colour)
+        canvas.text(left + 24, y, label[:(WIDTH - left - 30) // GLYPH_ADVANCE])
     with open(path, "wb") as handle:
         handle.write(canvas.png())
