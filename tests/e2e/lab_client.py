@@ -2,8 +2,9 @@
 
 It speaks HTTP/1.0 over a plain TCP or an MPTCP socket, optionally bound to a source address (which picks
 the uplink, through the lab host's source routing), and prints one JSON object: status, headers, body
-(when short), length, sha256, seconds from the first body byte to the last, and whether the kernel says
-the connection is MPTCP (TCP_IS_MPTCP).
+(when short), length, sha256, seconds from the request (sent) to the last body byte (so a rate is
+never flattered by bytes that waited in the socket buffer), and whether the kernel says the connection
+is MPTCP (TCP_IS_MPTCP).
 """
 
 import argparse
@@ -30,6 +31,7 @@ def fetch(url, mptcp=False, bind=None, timeout=30.0):
     if parts.query:
         path += "?" + parts.query
     sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {parts.hostname}\r\n\r\n".encode())
+    requested = time.monotonic()
     head, digest, length, first, last, body = b"", hashlib.sha256(), 0, None, None, b""
     while True:
         chunk = sock.recv(1 << 16)
@@ -58,7 +60,7 @@ def fetch(url, mptcp=False, bind=None, timeout=30.0):
         "length": length,
         "sha256": digest.hexdigest(),
         "connect_seconds": connected - started,
-        "seconds": (last - first) if first and last else 0.0,
+        "seconds": (last - requested) if first and last else 0.0,
         "mptcp": bool(is_mptcp),
         "local": local,
     }

@@ -215,7 +215,7 @@ def test_bad_input_is_one_line_and_changes_nothing(artifacts):
                          (["--hops", "0"], "hops: 0 is outside 1..40"),
                          (["--optimizer-rate", "5"], "--optimizer-rate: no uplink has")):
         rc, output = mpsocks_run("lab", "up", "--name", unique_name("t"), *args, artifacts=artifacts)
-        assert rc == 2 and needle in output and len(output.strip().splitlines()) == 1, output
+        assert rc == 5 and needle in output and len(output.strip().splitlines()) == 1, output
     assert_unchanged(before)
 
 
@@ -226,15 +226,17 @@ def test_killed_up_then_down_leaves_the_machine_as_before(artifacts):
         [sys.executable, "-m", "mpsocks", "lab", "up", "--name", name, "--middlebox", "1=optimizer",
          "--artifacts-dir", str(artifacts)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=runner_env(), start_new_session=True)
-    seen, deadline = "", time.monotonic() + 300
-    while not re.search(r"(changed|ok)\s+\[localhost\] mpsocks.mptcp.lab : Routes", seen):
-        line = proc.stdout.readline()
-        assert line and time.monotonic() < deadline, seen
-        seen += line
-    kill_tree(proc.pid)  # kill -9 of the runner and of everything it started, mid-play
-    proc.wait(timeout=30)
-    assert lab_namespaces(name), "the killed run had made namespaces"
-    rc, output = mpsocks_run("lab", "down", "--name", name, artifacts=artifacts)
+    try:
+        seen, deadline = "", time.monotonic() + 300
+        while not re.search(r"(changed|ok)\s+\[localhost\] mpsocks.mptcp.lab : Routes", seen):
+            line = proc.stdout.readline()
+            assert line and time.monotonic() < deadline, seen
+            seen += line
+    finally:
+        kill_tree(proc.pid)  # kill -9 of the runner and of everything it started, mid-play
+        proc.wait(timeout=30)
+        rc, output = mpsocks_run("lab", "down", "--name", name, artifacts=artifacts)
+    assert "changed     [localhost] mpsocks.mptcp.lab : Remove the lab's namespaces" in output, output
     assert rc == 0, output
     assert not lab_namespaces(name) and not (RUN_ROOT / name).exists()
     assert_unchanged(before)
@@ -267,6 +269,8 @@ def test_lab_in_the_root_namespace_adds_only_its_own_objects(tmp_path):
             assert got["client"].startswith("198.18.0.2:")
             rc, output, recap = ansible_playbook(playbook, inventory, extravars=settings)
             assert rc == 0 and recap["localhost"]["changed"] == 0, output
+            # Issue 7 #7: a change of mode (which may fail half way) must not hide root rules from down.
+            ansible_playbook(playbook, inventory, extravars=dict(settings, mpsocks_lab_host_netns=True))
         finally:
             rc, output, recap = ansible_playbook(playbook, inventory,
                                                  extravars=dict(settings, mpsocks_lab_state="absent"))
@@ -307,3 +311,30 @@ def test_optimizer_rate_makes_plain_tcp_faster_then_reconfigure(artifacts):
         assert not (RUN_ROOT / name / "optimizer-isp0.pid").exists()
         rc, output = mpsocks_run("lab", "up", "--name", name, *lab_args, artifacts=artifacts)
         assert rc == 0 and changed_count(output, "localhost") == 0, output
+
+
+def test_down_touches_only_the_namespaces_the_lab_made(artifacts):
+    """Issue 7 #1: a user's namespaces named like the lab's survive lab down, with their processes."""
+    name = unique_name("t")
+    yours = [f"{name}-netbob", f"{name}-host", f"{name}-r3"]  # a lookalike, and two exact plan names
+    keepers = []
+    try:
+        for netns in yours:
+            subprocess.run(["ip", "netns", "add", netns], check=True)
+            keepers.append(subprocess.Popen(["ip", "netns", "exec", netns, "sleep", "1000"]))
+        time.sleep(0.2)
+        before = snapshot()
+        rc, output = mpsocks_run("lab", "down", "--name", name, artifacts=artifacts)
+        assert rc == 0 and changed_count(output, "localhost") == 0, output
+        assert lab_namespaces(name) == set(yours) and all(p.poll() is None for p in keepers)
+        rc, output = mpsocks_run("lab", "up", "--name", name, "--hops", "2", artifacts=artifacts)
+        assert rc != 0 and f"namespace '{name}-host' exists but was not made by mpsocks" in output, output
+        rc, output = mpsocks_run("lab", "down", "--name", name, artifacts=artifacts)
+        assert rc == 0, output
+        assert lab_namespaces(name) == set(yours) and all(p.poll() is None for p in keepers)
+        assert_unchanged(before)
+    finally:
+        for keeper in keepers:
+            keeper.kill()
+        for netns in yours:
+            subprocess.run(["ip", "netns", "del", netns], check=False)
