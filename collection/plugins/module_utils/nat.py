@@ -1,18 +1,23 @@
 # -*- coding: utf-8 -*-
 # Copyright: mpsocks developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Masquerade one subnet out of one uplink, in the nft table mpsocks owns.
+"""Masquerade one subnet out of one uplink, in an nft table mpsocks owns.
 
 An entry NAME is the set of rules whose comment starts with ``mpsocks:NAME``:
 a masquerade rule in chain ``postrouting`` and two accepts in chain
-``forward``. The comment also records what per-interface forwarding was
-before mpsocks turned it on, so that removing the last entry needing an
-interface puts it back::
+``forward``. The comment also records what the uplink's forwarding was
+before mpsocks turned it on, with the uplink's name and index, so that
+removing the last entry needing it puts it back, also after a rename::
 
-    mpsocks:mptcp0 restore-ipv4 wlp1s0:0
+    mpsocks:mptcp0 restore-ipv4 wlp1s0/3:0
 
-Interface names cannot hold spaces or ``:``, so the record parses without
-ambiguity; with names of at most 64 characters it fits nft's 128.
+Interface names cannot hold spaces, ``/`` or ``:``, so the record parses
+without ambiguity (a record without the index, ``wlp1s0:0``, is read by name);
+with names of at most 64 characters it fits nft's 128.
+
+Entries live only in a table carrying mpsocks' mark (the comment
+``ownership.NFT_TABLE_COMMENT``); a table of that name without it is never
+changed.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -22,24 +27,26 @@ __metaclass__ = type
 import ipaddress
 import json
 import re
+import socket
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.declarative import KernelObject
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
-from ansible_collections.mpsocks.mptcp.plugins.module_utils.nft import Nft
-from ansible_collections.mpsocks.mptcp.plugins.module_utils.rtnl import iproute, link_index
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.nft import Nft, table_name
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.ownership import NFT_TABLE_COMMENT, not_ours
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.sysctl import read_value, write_value
-from ansible_collections.mpsocks.mptcp.plugins.module_utils.validate import interface_name, ip_network
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.validate import ip_network, nft_interface_name
 
 FAMILY = "inet"
 DEFAULT_TABLE = "mpsocks"
 PREFIX = "mpsocks:"
-NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
-TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
-NFT_FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
+NAME_RE = re.compile(r"[A-Za-z0-9_.+-]{1,64}\Z")
+DIGITS = re.compile(r"[0-9]+\Z")
 CHAINS = {
     "postrouting": {"type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"},  # srcnat
     "forward": {"type": "filter", "hook": "forward", "prio": 0, "policy": "accept"},  # filter
 }
+#: The keys of a read() dict that are module input.
+CONFIG_KEYS = ("name", "table", "source", "out_interface", "in_interface")
 # IPv4 forwards what arrives on an interface whose conf/IF/forwarding is 1. IPv6's
 # conf/IF/forwarding does not forward anything by itself (only conf/all does);
 # force_forwarding (Linux 6.17+) is the per-interface switch.
@@ -47,9 +54,15 @@ FORWARDING = {4: "/proc/sys/net/ipv4/conf/%s/forwarding", 6: "/proc/sys/net/ipv6
 
 
 def make_comment(name, version, restore):
-    """The comment on each rule of entry NAME; RESTORE maps interface -> previous forwarding."""
+    """The comment on each rule of entry NAME.
+
+    RESTORE maps interface name -> ``{"index": ifindex or None, "forwarding": value before mpsocks}``.
+    """
     words = [PREFIX + name, "restore-ipv%d" % version]
-    return " ".join(words + ["%s:%d" % item for item in restore.items()])
+    for iface, record in restore.items():
+        where = iface if record["index"] is None else "%s/%d" % (iface, record["index"])
+        words.append("%s:%d" % (where, record["forwarding"]))
+    return " ".join(words)
 
 
 def parse_comment(text):
@@ -65,10 +78,12 @@ def parse_comment(text):
         return name, None, None
     restore = {}
     for word in words[2:]:
-        iface, value = word.split(":", 1) if ":" in word else (word, "")
-        if not iface or not re.match(r"^[0-9]+$", value) or iface in restore:
+        where, _, value = word.partition(":")
+        iface, slash, index = where.partition("/")
+        if (not iface or iface in restore or not DIGITS.match(value)
+                or (slash and not DIGITS.match(index))):
             return name, None, None
-        restore[iface] = int(value)
+        restore[iface] = {"index": int(index) if slash else None, "forwarding": int(value)}
     return name, int(words[1][-1]), restore
 
 
@@ -194,11 +209,10 @@ def _chain(table, name):
 
 
 def add_commands(table, name, entry):
-    """Commands creating table and chains if missing and adding ENTRY's rules."""
+    """Commands adding the module's chains if missing and ENTRY's rules (the table must exist)."""
     network = ipaddress.ip_network(entry["source"])
     comment = make_comment(name, network.version, entry["restore"])
-    commands = [{"add": {"table": {"family": FAMILY, "name": table}}}]
-    commands += [{"add": {"chain": _chain(table, chain)}} for chain in CHAINS]
+    commands = [{"add": {"chain": _chain(table, chain)}} for chain in CHAINS]
     for chain, expressions in render_rules(entry["source"], entry["out_interface"], entry["in_interface"]):
         commands.append({"add": {"rule": {"family": FAMILY, "table": table, "chain": chain,
                                           "comment": comment, "expr": expressions}}})
@@ -210,21 +224,22 @@ def delete_rule_commands(table, handles):
             for chain, handle in handles]
 
 
-def removal_commands(table, objects, handles):
-    """Commands removing the rules HANDLES, then the module's chains once empty.
+def removal(nft, listing, handles):
+    """Deletions (for ``Nft.delete``) removing the rules HANDLES, the module's chains they leave
+    empty, and the table once it holds nothing else, all as LISTING shows them.
 
-    The whole table goes instead when nothing else would be left in it: another
-    module's chain, a set, a rule without an mpsocks comment all keep it.
+    The kernel refuses the chains and the table if they hold more than the listing did by then.
     """
-    removed = {pair[1] for pair in handles}
-    rest = [obj for obj in objects if "rule" not in obj or obj["rule"]["handle"] not in removed]
+    removed = {handle for _, handle in handles}
+    rest = [obj for obj in listing.objects if "rule" not in obj or obj["rule"]["handle"] not in removed]
     busy = {obj["rule"]["chain"] for obj in rest if "rule" in obj}
-    present = {obj["chain"]["name"] for obj in rest if "chain" in obj}
-    empty = [chain for chain in CHAINS if chain in present and chain not in busy]
-    if all("chain" in obj and obj["chain"]["name"] in empty for obj in rest):
-        return [{"delete": {"table": {"family": FAMILY, "name": table}}}]
-    return delete_rule_commands(table, handles) + [
-        {"delete": {"chain": {"family": FAMILY, "table": table, "name": chain}}} for chain in empty]
+    emptied = [obj["chain"] for obj in rest
+               if "chain" in obj and obj["chain"]["name"] in CHAINS and obj["chain"]["name"] not in busy]
+    deletions = [nft.rule_deletion(chain, handle) for chain, handle in handles]
+    deletions += [nft.chain_deletion(chain["name"], chain["handle"]) for chain in emptied]
+    if len(rest) == len(emptied):
+        deletions.append(nft.table_deletion(listing.handle))
+    return deletions
 
 
 def read_forwarding(version, iface):
@@ -237,20 +252,38 @@ def write_forwarding(version, iface, value):
     write_value(FORWARDING[version] % iface, value)
 
 
+def interface_index(name):
+    """The index of interface NAME in the current namespace, or None when there is none."""
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return None
+
+
+def interface_called(index):
+    """The name interface INDEX has now in the current namespace, or None when there is none."""
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return None
+
+
+def where_now(recorded, record):
+    """``(name, index)`` the interface of a forwarding record has now, or None when it is gone.
+
+    A record with an index follows the interface through renames; an older one without is read by name.
+    """
+    if record["index"] is None:
+        index = interface_index(recorded)
+        return None if index is None else (recorded, index)
+    name = interface_called(record["index"])
+    return None if name is None else (name, record["index"])
+
+
 def _entry_name(value):
     if not isinstance(value, str) or not NAME_RE.match(value):
         raise MpsocksError("name: %r must be 1 to 64 characters from A-Z a-z 0-9 _ . + - "
                            "(it goes into an nft comment)" % (value,))
-    return value
-
-
-def _table_name(value):
-    words = str(value).split()
-    if len(words) == 2 and words[0] in NFT_FAMILIES:
-        raise MpsocksError("table: give only the name (%r); the family is always inet" % words[1])
-    if not TABLE_RE.match(str(value)):
-        raise MpsocksError("table: %r is not a valid nft table name (a letter or _, then up to 63 "
-                           "letters, digits, _ or -)" % (value,))
     return value
 
 
@@ -261,37 +294,55 @@ class Nat(KernelObject):
 
     def label(self):
         table = self.params.get("table") or DEFAULT_TABLE
-        return "nat %s in table %s %s" % (self.params["name"], FAMILY, table)
+        return "nat %s in table %s %s" % (self.params.get("name"), FAMILY, table)
 
     def validate(self):
-        self.name = _entry_name(self.params["name"])
-        self.table = _table_name(self.params.get("table") or DEFAULT_TABLE)
+        self.name = _entry_name(self.params.get("name"))
+        self.table = table_name(self.params.get("table") or DEFAULT_TABLE)
         self.nft = Nft(FAMILY, self.table)
+        self.refuse_foreign = False
         if self.state == "absent":
             return
-        network = ip_network(self.params.get("source"), "source")
+        for option in ("source", "out_interface"):
+            if self.params.get(option) is None:
+                raise MpsocksError("%s: required when state is present" % option)
+        network = ip_network(self.params["source"], "source")
         if network.version == 6 and network.network_address.ipv4_mapped is not None:
             raise MpsocksError("source: %r is an IPv4-mapped IPv6 subnet; give an IPv4 subnet instead"
                                % self.params["source"])
         self.source, self.version = str(network), network.version
-        self.out_interface = interface_name(self.params.get("out_interface"), "out_interface")
+        self.out_interface = nft_interface_name(self.params["out_interface"], "out_interface")
         self.in_interface = self.params.get("in_interface")
         if self.in_interface is not None:
-            interface_name(self.in_interface, "in_interface")
+            nft_interface_name(self.in_interface, "in_interface")
             if self.in_interface == self.out_interface:
                 raise MpsocksError("in_interface: %r is also the out_interface" % self.in_interface)
-        with iproute() as ipr:
-            if link_index(ipr, self.out_interface) is None:
-                raise MpsocksError("out_interface: interface %r does not exist" % self.out_interface)
+        if interface_index(self.out_interface) is None:
+            raise MpsocksError("out_interface: interface %r does not exist" % self.out_interface)
         if self.version == 6 and read_forwarding(6, self.out_interface) is None:
             raise MpsocksError(
                 "out_interface: no %s: IPv6 is off on %s, or the kernel is older than 6.17 (which "
                 "brought per-interface IPv6 forwarding)"
                 % (FORWARDING[6] % self.out_interface, self.out_interface))
 
+    def converge(self, check_mode=False):
+        """As KernelObject's, but a table of this name that mpsocks did not make is refused."""
+        self.refuse_foreign = True
+        return super().converge(check_mode)
+
     def read(self):
-        self.objects = self.nft.objects() or []
-        self.entries = parse_entries(self.objects)
+        """The entry as the kernel holds it, or None.
+
+        None also when the table has this name but not mpsocks' mark (network_info asks so); while
+        converging, such a table is refused instead.
+        """
+        listing = self.nft.listing()
+        if listing is not None and listing.mark != NFT_TABLE_COMMENT:
+            if self.refuse_foreign:
+                raise not_ours("table: %s %s" % (FAMILY, self.table), listing.mark, NFT_TABLE_COMMENT)
+            listing = None
+        self.listing = listing
+        self.entries = parse_entries(listing.objects) if listing else {}
         entry = self.entries.get(self.name)
         if entry is None:
             return None
@@ -310,32 +361,69 @@ class Nat(KernelObject):
         return found
 
     def wanted(self, current):
-        interfaces = [self.out_interface]
+        index = interface_index(self.out_interface)
+        if index is None:
+            raise MpsocksError("out_interface: interface %r does not exist" % self.out_interface)
         return {
             "name": self.name,
             "table": self.table,
             "source": self.source,
             "out_interface": self.out_interface,
             "in_interface": self.in_interface,
-            "forwarding": dict.fromkeys(interfaces, 1),
-            "restore": {i: self._before_mpsocks(i) for i in interfaces},
+            "forwarding": {self.out_interface: 1},
+            "restore": {self.out_interface: {"index": index,
+                                             "forwarding": self._before_mpsocks(self.out_interface, index)}},
         }
 
-    def _before_mpsocks(self, iface):
+    def as_config(self, state):
+        return {key: state[key] for key in CONFIG_KEYS}
+
+    def result(self, before, after, changed):
+        """The entry as module input; the diff and ``forwarding``/``restore`` show the forwarding too."""
+        found = super().result(before, after, changed)
+        found["diff"].update(before=before or {}, after=after or {})
+        found["forwarding"] = after["forwarding"] if after else {}
+        found["restore"] = after["restore"] if after else {}
+        return found
+
+    @classmethod
+    def strays(cls, params, declared):
+        """For state overridden: the entries of the module's table in its namespace DECLARED leaves out."""
+        table = table_name(params.get("table") or DEFAULT_TABLE)
+        named = {obj.name for obj in declared
+                 if obj.params.get("netns") == params.get("netns") and obj.table == table}
+        listing = Nft(FAMILY, table).listing()
+        if listing is None or listing.mark != NFT_TABLE_COMMENT:
+            return []
+        found = [cls({"name": name, "table": table, "state": "absent", "netns": params.get("netns")})
+                 for name in sorted(parse_entries(listing.objects)) if name not in named]
+        for obj in found:
+            obj.validate()
+        return found
+
+    def _before_mpsocks(self, iface, index):
         """IFACE's forwarding before any entry of this table turned it on (own record first)."""
         own = self.entries.get(self.name)
         for entry in ([own] if own else []) + list(self.entries.values()):
-            if entry["version"] == self.version and iface in entry["restore"]:
-                return entry["restore"][iface]
+            if entry["version"] != self.version:
+                continue
+            for recorded, record in entry["restore"].items():
+                if (record["index"] == index) if record["index"] is not None else (recorded == iface):
+                    return record["forwarding"]
         return read_forwarding(self.version, iface)
 
     def _needed_by_others(self):
-        """``(version, interface)`` pairs whose forwarding another entry relies on."""
+        """``(version, interface index)`` pairs whose forwarding another entry relies on."""
         needed = set()
         for name, entry in self.entries.items():
-            if name != self.name:
-                needed.update((entry["version"], i) for i in entry["restore"])
-                needed.update((_source_version(entry), i) for i in _interfaces(entry))
+            if name == self.name:
+                continue
+            for recorded, record in entry["restore"].items():
+                now = where_now(recorded, record)
+                if now:
+                    needed.add((entry["version"], now[1]))
+            for iface in _interfaces(entry):
+                needed.add((_source_version(entry), interface_index(iface)))
         return needed
 
     def apply(self, current, wanted):
@@ -343,15 +431,20 @@ class Nat(KernelObject):
         own = self.entries.get(self.name)
         handles = own["handles"] if own else []
         if wanted is None:
-            self.nft.apply(removal_commands(self.table, self.objects, handles))
+            if own:
+                self.nft.delete(removal(self.nft, self.listing, handles))
         elif _rules_part(current) != _rules_part(wanted):
-            self.nft.apply(delete_rule_commands(self.table, handles)
-                           + add_commands(self.table, self.name, wanted))
-        turn_on = [(_source_version(wanted), i) for i in wanted["forwarding"]] if wanted else []
-        kept = self._needed_by_others().union(turn_on)
-        for iface, value in (own["restore"] if own else {}).items():
-            if (own["version"], iface) not in kept:
-                write_forwarding(own["version"], iface, value)
+            commands = delete_rule_commands(self.table, handles) + add_commands(self.table, self.name, wanted)
+            if self.listing is None:
+                self.nft.create_and_apply(commands)
+            else:
+                self.nft.apply(commands)
+        turn_on = [(_source_version(wanted), wanted["out_interface"])] if wanted else []
+        kept = self._needed_by_others().union((version, interface_index(iface)) for version, iface in turn_on)
+        for recorded, record in (own["restore"] if own else {}).items():
+            now = where_now(recorded, record)
+            if now and (own["version"], now[1]) not in kept:
+                write_forwarding(own["version"], now[0], record["forwarding"])
         for version, iface in turn_on:
             write_forwarding(version, iface, 1)
 

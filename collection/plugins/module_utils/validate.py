@@ -25,9 +25,22 @@ def interface_name(value, option):
         raise MpsocksError(
             "%s: interface name %r is %d characters long, the kernel allows %d"
             % (option, value, len(value), IFNAMSIZ - 1))
-    if value in (".", "..") or any(c in value for c in "/: \t\n"):
+    if value in (".", "..") or any(c in "/:\0" or c.isspace() for c in value):
         raise MpsocksError("%s: %r is not a valid interface name" % (option, value))
     return value
+
+
+def nft_interface_name(value, option):
+    """Return VALUE if it is an interface name that an nft name match (iifname/oifname) takes literally.
+
+    nft reads ``*`` as a wildcard and ``"``/``\\`` as quoting, so names holding them are refused.
+    """
+    name = interface_name(value, option)
+    for char in '*"\\':
+        if char in name:
+            raise MpsocksError("%s: %r holds %r, which nft would not take literally in a name match"
+                               % (option, name, char))
+    return name
 
 
 def interface_address(value, option):
