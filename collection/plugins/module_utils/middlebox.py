@@ -17,6 +17,9 @@ read the table back in JSON and show it (diff, return value) as rule lines.
   server and redirects every other new TCP connection from the subscriber to
   the local proxy port.
 - ``none`` (or state absent): no table.
+
+The table carries mpsocks' mark (the comment ``ownership.NFT_TABLE_COMMENT``);
+a table of that name without it is neither changed nor removed.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -27,9 +30,9 @@ import json
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.declarative import KernelObject
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
-from ansible_collections.mpsocks.mptcp.plugins.module_utils.nat import NFT_FAMILIES, TABLE_RE
-from ansible_collections.mpsocks.mptcp.plugins.module_utils.nft import Nft
-from ansible_collections.mpsocks.mptcp.plugins.module_utils.validate import interface_name
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.nft import Nft, table_name
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.ownership import NFT_TABLE_COMMENT, not_ours
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.validate import nft_interface_name
 
 FAMILY = "inet"
 DEFAULT_TABLE = "mpsocks_lab"
@@ -187,16 +190,6 @@ def render_text(state):
     return "\n".join(lines) + "\n"
 
 
-def _table_name(value):
-    words = str(value).split()
-    if len(words) == 2 and words[0] in NFT_FAMILIES:
-        raise MpsocksError("table: give only the name (%r); the family is always inet" % words[1])
-    if not TABLE_RE.match(str(value)):
-        raise MpsocksError("table: %r is not a valid nft table name (a letter or _, then up to 63 "
-                           "letters, digits, _ or -)" % (value,))
-    return str(value)
-
-
 def _port(value):
     if isinstance(value, bool):
         raise MpsocksError("proxy_port: %r is not a port number" % (value,))
@@ -209,59 +202,90 @@ def _port(value):
     return port
 
 
+def _deletion_command(obj):
+    """The JSON command deleting listed object OBJ (a rule, a chain, a set, ...) by its handle."""
+    kind, value = next(iter(obj.items()))
+    target = {"family": FAMILY, "table": value["table"], "handle": value["handle"]}
+    if kind == "rule":
+        target["chain"] = value["chain"]
+    elif kind == "ct helper":  # nft finds a ct helper by name only
+        target["name"] = value["name"]
+    return {"delete": {kind: target}}
+
+
+def _deletion_order(obj):
+    """Rules before the chains holding them; a chain goes last."""
+    return {"rule": 0, "chain": 2}.get(next(iter(obj)), 1)
+
+
 class Middlebox(KernelObject):
     """Table ``inet TABLE`` holding exactly the rules of one middlebox kind."""
 
     kind = "middlebox"
 
     def label(self):
-        return "middlebox in table %s %s" % (FAMILY, self.params.get("table") or DEFAULT_TABLE)
+        where = " in netns %s" % self.params["netns"] if self.params.get("netns") else ""
+        return "middlebox in table %s %s%s" % (FAMILY, self.params.get("table") or DEFAULT_TABLE, where)
 
     def validate(self):
-        self.table = _table_name(self.params.get("table") or DEFAULT_TABLE)
+        self.table = table_name(self.params.get("table") or DEFAULT_TABLE)
         behaviour = self.params.get("kind")
         if behaviour not in KINDS:
             raise MpsocksError("kind: %r is not one of %s" % (behaviour, ", ".join(KINDS)))
         self.behaviour = behaviour
-        self.interface = interface_name(self.params.get("interface"), "interface")
-        for char in '*"\\':
-            if char in self.interface:
-                raise MpsocksError("interface: %r holds %r, which nft would not take literally in a name "
-                                   "match" % (self.interface, char))
+        self.interface = nft_interface_name(self.params.get("interface"), "interface")
         port = self.params.get("proxy_port")
         self.port = _port(DEFAULT_PORT if port is None else port)
         self.nft = Nft(FAMILY, self.table)
 
     def read(self):
-        objects = self.nft.objects()
-        if objects is None:
+        self.listing = self.nft.listing()
+        if self.listing is None:
             return None
-        return describe(self.table, normalise(objects))
+        if self.listing.mark != NFT_TABLE_COMMENT:
+            raise not_ours("table: %s %s" % (FAMILY, self.table), self.listing.mark, NFT_TABLE_COMMENT)
+        return describe(self.table, normalise(self.listing.objects))
 
     def wanted(self, current):
         if self.behaviour == "none":
             return None
         return describe(self.table, build(self.behaviour, self.interface, self.port))
 
-    def apply(self, current, wanted):
-        """One transaction: (re)create the table empty, then add what WANTED holds."""
-        table = {"family": FAMILY, "name": self.table}
-        # "add" first so that "delete" cannot fail on a table that vanished since read().
-        commands = [{"add": {"table": dict(table)}}, {"delete": {"table": dict(table)}}]
-        if wanted is not None:
-            if not wanted["kind"]:
-                raise MpsocksError("%s: cannot recreate content this module did not write" % self.label())
-            content = build(wanted["kind"], wanted["interface"], wanted["proxy_port"] or self.port)
-            commands.append({"add": {"table": dict(table)}})
-            for chain in content["chains"]:
-                commands.append({"add": {"chain": dict(chain, family=FAMILY, table=self.table)}})
-            for rule in content["rules"]:
-                commands.append({"add": {"rule": dict(rule, family=FAMILY, table=self.table)}})
-        self.nft.apply(commands)
+    def as_config(self, state):
+        return {key: state[key] for key in ("table", "kind", "interface", "proxy_port")}
 
-    def run(self, check_mode=False):
-        """As KernelObject.run, with the diff as readable nft text instead of dicts."""
-        result = super().run(check_mode)
-        for side in ("before", "after"):
-            result["diff"][side] = render_text(result["diff"][side])
-        return result
+    def result(self, before, after, changed):
+        """The table as module input and its ``chains``; the diff as readable nft text."""
+        found = super().result(before, after, changed)
+        found["diff"].update(before=render_text(before), after=render_text(after))
+        found["chains"] = after["chains"] if after else {}
+        return found
+
+    def apply(self, current, wanted):
+        """One transaction deleting, by their handles, what the table held and adding what WANTED holds.
+
+        Without WANTED the chains and the table go too, and the kernel refuses to delete either while it
+        holds something that was not there when it was listed.
+        """
+        listed = sorted(self.listing.objects if self.listing else [], key=_deletion_order)
+        if wanted is None:
+            others = [_deletion_command(obj) for obj in listed if _deletion_order(obj) == 1]
+            if others:
+                self.nft.apply(others)
+            self.nft.delete([self.nft.rule_deletion(obj["rule"]["chain"], obj["rule"]["handle"])
+                             for obj in listed if "rule" in obj]
+                            + [self.nft.chain_deletion(obj["chain"]["name"], obj["chain"]["handle"])
+                               for obj in listed if "chain" in obj]
+                            + [self.nft.table_deletion(self.listing.handle)])
+            return
+        if not wanted["kind"]:
+            raise MpsocksError("%s: cannot recreate content this module did not write" % self.label())
+        content = build(wanted["kind"], wanted["interface"], wanted["proxy_port"] or self.port)
+        table = {"family": FAMILY, "table": self.table}
+        commands = [_deletion_command(obj) for obj in listed]
+        commands += [{"add": {"chain": dict(chain, **table)}} for chain in content["chains"]]
+        commands += [{"add": {"rule": dict(rule, **table)}} for rule in content["rules"]]
+        if self.listing is None:
+            self.nft.create_and_apply(commands)
+        else:
+            self.nft.apply(commands)

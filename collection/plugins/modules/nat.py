@@ -87,8 +87,8 @@ options:
       out_interface:
         description:
           - Uplink the traffic leaves through; it must exist. Required when the item's state is V(present).
-          - Like O(config[].in_interface), a plain interface name; C(*), C(") and C(\) are refused, as nft would
-            not match them literally.
+          - Like O(config[].in_interface), a plain interface name; C(*), C(") and C(\) are refused, as nft
+            would not match them literally.
         type: str
       in_interface:
         description:
@@ -214,7 +214,8 @@ results:
       type: dict
       sample: {"wlp1s0": 1}
     restore:
-      description: By interface name, its index and its forwarding before mpsocks, which V(absent) writes back.
+      description: By interface name, its index and its forwarding before mpsocks, which V(absent) writes
+        back.
       type: dict
       sample: {"wlp1s0": {"index": 3, "forwarding": 0}}
 """
