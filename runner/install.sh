@@ -32,11 +32,11 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 
 # iproute2/nftables/tcpdump/tshark: the kernel objects and the wire;
 # libvirt-dev, pkg-config, gcc, python3-dev: libvirt-python compiles;
-# dante-server, redsocks, mptcpd (mptcpize): the guest's SOCKS side.
+# dante-server, redsocks, mptcpd, mptcpize (`mptcpize run`): the SOCKS side and the quick start.
 packages=(
     python3 python3-venv python3-dev gcc pkg-config libvirt-dev
     iproute2 nftables tcpdump tshark procps psmisc curl
-    dante-server redsocks mptcpd
+    dante-server redsocks mptcpd mptcpize
 )
 export DEBIAN_FRONTEND=noninteractive
 missing=()

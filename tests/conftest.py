@@ -32,7 +32,8 @@ def _is_root() -> bool:
 
 
 #: Every address block the tests use; none of it may ever appear on the machine's real interface.
-TEST_NETWORKS = ("198.18.0.0/15", "10.66.0.0/16", "10.199.0.0/16", "fd66::/16", "2001:db8::/32")
+TEST_NETWORKS = ("198.18.0.0/15", "10.66.0.0/16", "10.199.0.0/16", "192.168.42.0/24", "fd66::/16",
+                 "2001:db8::/32")
 OUTSIDE = "eth0"
 
 

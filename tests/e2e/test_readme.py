@@ -1,0 +1,123 @@
+"""The README's commands, run exactly as written: a line a new user copies must work.
+
+Each ``sh`` block of the README sections named below is run line by line with ``bash -c``; a line
+that is not a command is the output the command before it must print (client ports may differ).
+The host's quick start runs inside a namespace holding uplinks named as in the README (wlp1s0, and
+usb0 with its gateway 192.168.42.129), so the machine's own network is never touched; the lab runs
+where the README runs it. mpsocks-run comes from the test virtualenv (PATH), as install.sh links it.
+"""
+
+import fcntl
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mpsocks_testlib import REPO, assert_unchanged, sh, snapshot, unique_name
+
+COMMANDS = ("mpsocks-run", "ip", "ansible-playbook")
+
+
+def blocks(section: str) -> list[list[str]]:
+    """The lines of every ``sh`` code block under the README heading SECTION (up to the next heading)."""
+    text = (REPO / "README.md").read_text()
+    body = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert body, f"README has no section {section!r}"
+    return [block.strip("\n").splitlines() for block in re.findall(r"^```sh\n(.*?)^```", body[1], re.M | re.S)]
+
+
+def steps(lines: list[str]) -> list[tuple[str, list[str]]]:
+    """(command, expected output lines) in order."""
+    found = []
+    for line in lines:
+        if line.split(" ", 1)[0] in COMMANDS:
+            found.append((line, []))
+        else:
+            assert found, f"output before any command: {line!r}"
+            found[-1][1].append(line)
+    return found
+
+
+def expected_pattern(line: str) -> str:
+    """An output line as a pattern: a client's port may be any port."""
+    return re.sub(r":\d+", r":\\d+", re.escape(line))
+
+
+def run_steps(found, env, netns=None):
+    for command, output in found:
+        argv = ["bash", "-c", command]
+        if netns:
+            argv = ["ip", "netns", "exec", netns] + argv
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+        print(f"$ {command}\n{proc.stdout[-2000:]}")
+        assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
+        for line in output:
+            assert re.search(expected_pattern(line), proc.stdout), f"{command}: no {line!r} in\n{proc.stdout}"
+
+
+@pytest.fixture
+def readme_env(tmp_path):
+    bin_dir = str(Path(sys.executable).parent)
+    return {"PATH": f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+
+
+@pytest.fixture
+def readme_uplinks(netns):
+    """wlp1s0 (gateway 10.199.0.1, the default route) and usb0 (gateway 192.168.42.129) inside NETNS."""
+    gateways = []
+    try:
+        for name, address, gateway in (("wlp1s0", "10.199.0.2/24", "10.199.0.1"),
+                                       ("usb0", "192.168.42.204/24", "192.168.42.129")):
+            gw_ns = unique_name("mpstg")
+            subprocess.run(["ip", "netns", "add", gw_ns], check=True)
+            gateways.append(gw_ns)
+            sh("ip", "link", "add", name, "netns", netns, "type", "veth", "peer", "name", "gw", "netns", gw_ns)
+            sh("ip", "link", "set", name, "addrgenmode", "none", netns=netns)
+            sh("ip", "addr", "add", address, "dev", name, netns=netns)
+            sh("ip", "link", "set", name, "up", netns=netns)
+            sh("ip", "addr", "add", f"{gateway}/24", "dev", "gw", netns=gw_ns)
+            sh("ip", "link", "set", "gw", "up", netns=gw_ns)
+            metric = "100" if name == "wlp1s0" else "200"
+            sh("ip", "route", "add", "default", "via", gateway, "dev", name, "metric", metric, netns=netns)
+        yield netns
+    finally:
+        for gw_ns in gateways:
+            subprocess.run(["ip", "netns", "del", gw_ns], check=False)
+
+
+def test_host_quick_start_as_written(readme_uplinks, readme_env):
+    before = snapshot(readme_uplinks)
+    (quick_start,) = blocks("Quick start")
+    found = steps(quick_start)
+    assert [command.split("#")[0].split()[:3] for command, _ in found][-1] == ["mpsocks-run", "host", "down"]
+    try:
+        run_steps(found, readme_env, netns=readme_uplinks)
+    finally:
+        subprocess.run(["ip", "netns", "exec", readme_uplinks, "bash", "-c", "mpsocks-run host down"],
+                       env=readme_env, capture_output=True, cwd=REPO)
+    assert_unchanged(before, readme_uplinks)
+
+
+def test_own_playbooks_as_written(readme_uplinks, readme_env):
+    before = snapshot(readme_uplinks)
+    found = [step for block in blocks("Using the collection from your own playbooks") for step in steps(block)]
+    assert [command.split()[0] for command, _ in found] == ["ansible-playbook", "ansible-playbook"]
+    run_steps(found, dict(readme_env, ANSIBLE_NOCOLOR="1"), netns=readme_uplinks)
+    assert_unchanged(before, readme_uplinks)
+
+
+def test_lab_quick_start_as_written(readme_env):
+    """The default lab, by its README name: one such test at a time on a machine."""
+    with open("/run/lock/mpsocks-readme-lab.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        before = snapshot()
+        (lab,) = blocks("The lab: a hermetic internet on one machine")
+        found = steps(lab)
+        assert found[0][0].startswith("mpsocks-run lab up") and found[-1][0].startswith("mpsocks-run lab down")
+        try:
+            run_steps(found, readme_env)
+        finally:
+            subprocess.run(["bash", "-c", "mpsocks-run lab down"], env=readme_env, capture_output=True, cwd=REPO)
+        assert_unchanged(before)
