@@ -24,7 +24,8 @@ def blocks(section: str) -> list[list[str]]:
     text = (REPO / "README.md").read_text()
     body = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
     assert body, f"README has no section {section!r}"
-    return [block.strip("\n").splitlines() for block in re.findall(r"^```sh\n(.*?)^```", body[1], re.M | re.S)]
+    found = re.findall(r"^```sh\n(.*?)^```", body[1], re.M | re.S)
+    return [block.strip("\n").splitlines() for block in found]
 
 
 def steps(lines: list[str]) -> list[tuple[str, list[str]]]:
@@ -73,7 +74,8 @@ def readme_uplinks(netns):
             gw_ns = unique_name("mpstg")
             subprocess.run(["ip", "netns", "add", gw_ns], check=True)
             gateways.append(gw_ns)
-            sh("ip", "link", "add", name, "netns", netns, "type", "veth", "peer", "name", "gw", "netns", gw_ns)
+            sh("ip", "link", "add", name, "netns", netns, "type", "veth", "peer", "name", "gw",
+               "netns", gw_ns)
             sh("ip", "link", "set", name, "addrgenmode", "none", netns=netns)
             sh("ip", "addr", "add", address, "dev", name, netns=netns)
             sh("ip", "link", "set", name, "up", netns=netns)
@@ -102,7 +104,8 @@ def test_host_quick_start_as_written(readme_uplinks, readme_env):
 
 def test_own_playbooks_as_written(readme_uplinks, readme_env):
     before = snapshot(readme_uplinks)
-    found = [step for block in blocks("Using the collection from your own playbooks") for step in steps(block)]
+    section = "Using the collection from your own playbooks"
+    found = [step for block in blocks(section) for step in steps(block)]
     assert [command.split()[0] for command, _ in found] == ["ansible-playbook", "ansible-playbook"]
     run_steps(found, dict(readme_env, ANSIBLE_NOCOLOR="1"), netns=readme_uplinks)
     assert_unchanged(before, readme_uplinks)
@@ -115,9 +118,11 @@ def test_lab_quick_start_as_written(readme_env):
         before = snapshot()
         (lab,) = blocks("The lab: a hermetic internet on one machine")
         found = steps(lab)
-        assert found[0][0].startswith("mpsocks-run lab up") and found[-1][0].startswith("mpsocks-run lab down")
+        assert found[0][0].startswith("mpsocks-run lab up")
+        assert found[-1][0].startswith("mpsocks-run lab down")
         try:
             run_steps(found, readme_env)
         finally:
-            subprocess.run(["bash", "-c", "mpsocks-run lab down"], env=readme_env, capture_output=True, cwd=REPO)
+            subprocess.run(["bash", "-c", "mpsocks-run lab down"], env=readme_env, capture_output=True,
+                           cwd=REPO)
         assert_unchanged(before)
