@@ -195,7 +195,6 @@ class _Analysis:
         self.flows = []  # flows with a handshake or an MPTCP connection, in order of first packet
         self.connections = []
         self.by_token = {}
-        self.by_key = {}
         self.fallbacks = []
 
     # Reading ------------------------------------------------------------------------------------
@@ -335,7 +334,8 @@ class _Analysis:
             flow.established = True
             flow.backup = flow.backup or bool(join.get("backup"))
         elif flow.syn_mptcp is not None and flow.syn_mptcp["subtype"] == MP_CAPABLE:
-            self._fallback(flow, None, timestamp, "the SYN/ACK came without MP_CAPABLE")
+            flow.fallback = "the SYN/ACK came without MP_CAPABLE"
+            self._fallback(flow, None, timestamp, flow.fallback)
 
     # MPTCP ----------------------------------------------------------------------------------------
 
@@ -375,7 +375,6 @@ class _Analysis:
         if placeholder is not None and placeholder is not connection:
             self._merge(placeholder, connection)
         self.by_token[token] = connection
-        self.by_key[key] = connection
 
     def _merge(self, placeholder, connection):
         """Move the subflows of a connection known only by a token into CONNECTION."""
@@ -391,7 +390,7 @@ class _Analysis:
         flow = side.flow
         syn = flow.syn_mptcp
         syn_capable = syn if syn is not None and syn["subtype"] == MP_CAPABLE else None
-        connection = self.by_key.get(capable["sender_key"]) if capable["sender_key"] is not None else None
+        connection = side.connection
         if connection is None:
             connection = self._new_connection(capable["version"])
             connection.handshake_seen = flow.handshake is not None
@@ -417,21 +416,19 @@ class _Analysis:
 
     def _midstream_mptcp(self, side, timestamp, seq, flags, payload, options, complete):
         """An MPTCP option on a flow not (yet) part of a connection."""
-        found = mptcp_options(options)
-        if not found:
-            return
         flow = side.flow
+        found = mptcp_options(options)
+        if not found or flow.fallback:
+            return
         capable = _first(found, MP_CAPABLE)
         if capable is not None and capable.get("receiver_key") is not None:
             # the third ACK (or first data) of a handshake whose SYN/ACK was not captured
             client_key, server_key = capable["sender_key"], capable["receiver_key"]
             if not side.client:
                 client_key, server_key = server_key, client_key
-            connection = self.by_key.get(server_key)
-            if connection is None:
-                connection = self._new_connection(capable["version"])
-                connection.checksum = capable["checksum"]
-                self._attach(flow, connection, "initial")
+            connection = self._new_connection(capable["version"])
+            connection.checksum = capable["checksum"]
+            self._attach(flow, connection, "initial")
             flow.established = True
             self._learn_key(connection, 0, client_key)
             self._learn_key(connection, 1, server_key)
