@@ -1,7 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: mpsocks developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""MPTCP endpoints and limits of the in-kernel path manager, and net.mptcp.enabled."""
+"""MPTCP endpoints and limits of the in-kernel path manager, and net.mptcp.enabled.
+
+The path manager keeps no mark with an endpoint, so an endpoint is managed by its
+address: naming the address is the request, whoever made the endpoint.
+"""
 
 from __future__ import absolute_import, division, print_function
 
@@ -17,13 +21,23 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.mptcp_pm import (
     flag_names,
     path_manager,
 )
-from ansible_collections.mpsocks.mptcp.plugins.module_utils.rtnl import iproute, link_index, netlink_errors
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.netns import current_netns_identity
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.rtnl import (
+    in_netns,
+    iproute,
+    link_index,
+    netlink_errors,
+)
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.sysctl import read_value, write_value
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.validate import interface_name, ip_address
 
 ENABLED_SYSCTL = "/proc/sys/net/mptcp/enabled"
 # What SET_FLAGS can change in place; any other difference means delete + add.
 IN_PLACE_FLAGS = {"backup", "fullmesh"}
+#: {namespace identity: {address: id, or None once removed}} of the endpoints this
+#: process has converged: in check mode the kernel does not hold them, yet a later
+#: item of the same call must not predict the id an earlier one takes.
+_CONVERGED = {}
 
 
 def _in_range(value, option, low, high):
@@ -51,7 +65,7 @@ class Endpoint(KernelObject):
     kind = "mptcp_endpoint"
 
     def label(self):
-        return "mptcp endpoint %s" % self.params["address"]
+        return "mptcp endpoint %s%s" % (self.params["address"], in_netns(self.params))
 
     def validate(self):
         self.address = str(ip_address(self.params["address"], "address"))
@@ -93,9 +107,21 @@ class Endpoint(KernelObject):
             "flags": flag_names(found["flags"]),
         }
 
+    def converge(self, check_mode=False):
+        result = super().converge(check_mode)
+        converged = _CONVERGED.setdefault(current_netns_identity(), {})
+        converged[self.address] = (result[self.kind] or {}).get("id")
+        return result
+
+    def as_config(self, state):
+        return dict(state, netns=self.params.get("netns"))
+
     def wanted(self, current):
         with path_manager() as pm, netlink_errors("reading mptcp endpoints"):
-            taken = {e["id"]: e["address"] for e in pm.endpoints() if e["address"] != self.address}
+            ids = {e["address"]: e["id"] for e in pm.endpoints()}
+        ids.update(_CONVERGED.get(current_netns_identity(), {}))
+        taken = {number: address for address, number in ids.items()
+                 if number is not None and address != self.address}
         if self.endpoint_id in taken:
             raise MpsocksError("id: %d is already used by the endpoint for %s"
                                % (self.endpoint_id, taken[self.endpoint_id]))
@@ -150,7 +176,7 @@ class Limits(KernelObject):
     numbers = ("subflows", "add_addr_accepted")
 
     def label(self):
-        return "mptcp limits"
+        return "mptcp limits" + in_netns(self.params)
 
     def validate(self):
         for option in self.numbers:
@@ -163,6 +189,9 @@ class Limits(KernelObject):
 
     def wanted(self, current):
         return {key: current[key] if self.params.get(key) is None else self.params[key] for key in current}
+
+    def as_config(self, state):
+        return dict(state, netns=self.params.get("netns"))
 
     def apply(self, current, wanted):
         if any(current[key] != wanted[key] for key in self.numbers):
