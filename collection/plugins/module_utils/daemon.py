@@ -294,7 +294,8 @@ class Supervisor:
             restart_at = self.count_exit()
         for fd in self.locks:
             os.close(fd)
-        os.write(report_fd, ("%d %d\n" % (os.getpid(), self.program or 0)).encode())
+        with contextlib.suppress(OSError):  # a module killed meanwhile: the record speaks for us
+            os.write(report_fd, ("%d %d\n" % (os.getpid(), self.program or 0)).encode())
         os.close(report_fd)
         while True:
             timeout = 1.0 if restart_at is None else max(0.0, restart_at - time.monotonic())
@@ -474,7 +475,8 @@ class Daemon(KernelObject):
         self.record = None
 
     def label(self):
-        return "daemon %s" % self.params.get("name")
+        name = self.params.get("name")
+        return "daemon %s" % (name if isinstance(name, str) and NAME_PATTERN.fullmatch(name) else repr(name))
 
     # validate / read / wanted / apply
 

@@ -227,7 +227,9 @@ class Shaper(KernelObject):
     kind = "shaper"
 
     def label(self):
-        return "shaper %s" % self.params.get("dev")
+        dev = self.params.get("dev")
+        plain = isinstance(dev, str) and dev.isprintable() and " " not in dev
+        return "shaper %s" % (dev if plain else repr(dev))
 
     def validate(self):
         self.dev = interface_name(self.params.get("dev"), "dev")

@@ -102,7 +102,8 @@ class SysctlSetting(KernelObject):
     kind = "sysctl"
 
     def label(self):
-        return "sysctl %s" % str(self.params.get("name")).strip()
+        name = str(self.params.get("name")).strip()
+        return "sysctl %s" % (name if name.isprintable() and " " not in name else repr(name))
 
     def validate(self):
         self.name = str(self.params["name"]).strip()
