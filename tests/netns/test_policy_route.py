@@ -288,7 +288,7 @@ def test_bad_input_fails_with_one_line_and_changes_nothing(netns, uplinks):
         ("source", dict(table=6606, source="10.66.6.0/33", routes=route)),
         ("via", dict(table=6606, iif="mptcp0", routes=[{"via": "10.199.0.256", "dev": "up0"}])),
         ("does not exist", dict(table=6606, iif="mptcp0", routes=[{"via": "auto", "dev": "wlp9s9"}])),
-        ("no IPv4 default route", dict(table=6606, iif="mptcp0", routes=[{"via": "auto", "dev": "nogw"}])),
+        ("nogw has no default route in the main table (IPv4)", dict(table=6606, iif="mptcp0", routes=[{"via": "auto", "dev": "nogw"}])),
         ("routes[1].to: default is listed twice", dict(table=6606, iif="mptcp0", routes=route * 2)),
     ]
     for needle, args in cases:

@@ -239,7 +239,7 @@ class PolicyRoute(KernelObject):
         gateway = default_gateway(ipr, index, self.version)
         if gateway is False:
             raise MpsocksError(
-                "routes[%d].via: auto, but %s has no IPv%d default route in the main table; "
+                "routes[%d].via: auto, but %s has no default route in the main table (IPv%d); "
                 "give the gateway address instead" % (position, spec["dev"], self.version))
         return dict(spec, via=gateway)
 
