@@ -61,7 +61,7 @@ def listeners(port, netns=None):
             if part.startswith("pid=")}
 
 
-def wait_for(predicate, seconds=6.0):
+def wait_for(predicate, seconds=15.0):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         value = predicate()

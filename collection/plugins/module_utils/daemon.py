@@ -154,20 +154,20 @@ def group_members(record):
     and no older than the group.
     """
     program = record.get("program")
-    if not isinstance(program, dict) or not isinstance(program.get("pid"), int) or program["pid"] <= 1:
+    if not isinstance(program, dict) or not isinstance(program.get("pid"), int) or program["pid"] <= 1 \
+            or not isinstance(program.get("starttime"), int):
         return []
     try:
         if record.get("boot_id") != boot_id():
             return []
     except OSError:
         return []
-    leader, started = program["pid"], program.get("starttime")
+    leader, started, session = program["pid"], program["starttime"], record.get("session")
     found = proc_stat(leader)
     if found is not None and found.state not in GONE and found.starttime != started:
         return []  # the number belongs to another process now
     return sorted(pid for pid, each in _processes()
-                  if each.pgrp == leader and each.session == record.get("session")
-                  and isinstance(started, int) and each.starttime >= started)
+                  if each.pgrp == leader and each.session == session and each.starttime >= started)
 
 
 def listening_inodes(pid, port):
@@ -804,7 +804,7 @@ class Daemon(KernelObject):
             if not line.strip():
                 continue
             if ours.match(line):
-                if re.search(r"received SIG\w+, stopping$", line):
+                if re.search(r"received SIG\w+, stopping\Z", line):
                     break  # what follows is our own stop
                 supervisor.append(line)
             else:

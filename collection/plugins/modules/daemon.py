@@ -14,7 +14,7 @@ short_description: Keep programs running under small supervisors, in network nam
 version_added: 0.1.0
 description:
   - Starts programs detached from Ansible, each under a supervisor process that restarts it when it
-    exits, for machines without an init system that would do so (the lab's servers and proxies): a
+    exits, for machines without an init system that would do so (the lab's servers and proxies), a
     list of them in one call, each in its own namespace.
   - The supervisor runs the program in a process group of its own, with stdin from C(/dev/null) and
     stdout and stderr appended to C(RUN_DIR/NAME.log). When the program exits it is started again after
@@ -25,11 +25,11 @@ description:
     start time and command line, so a reused pid is never taken for it, and the program's process group
     with its start time) and C(RUN_DIR/NAME.pid) (its pid), before the module goes on, so a module
     killed right after starting it still leaves a record that finds it.
-  - When a supervisor was killed (SIGKILL), removing or restarting the daemon kills what it left: every
+  - When a supervisor was killed (SIGKILL), removing or restarting the daemon kills what it left, every
     process of the recorded program group (a reused group number is recognised by its start time), and
     any process that still carries the daemon's C(MPSOCKS_DAEMON) environment variable.
   - Two runs never start or stop the same daemon (same O(config[].run_dir) and O(config[].name)) at
-    once: each holds a lock on it from its first look to the read-back.
+    once; each holds a lock on it from its first look to the read-back.
   - A running supervisor with the same argv and netns is left alone; a different argv or netns, or a
     supervisor in another namespace than the requested one, restarts it; a dead one is started again.
   - When the program exits during start-up, or does not listen on O(config[].ready_port) in time, the

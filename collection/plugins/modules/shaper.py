@@ -13,7 +13,7 @@ module: shaper
 short_description: Shape the egress of interfaces with an HTB root qdisc
 version_added: 0.1.0
 description:
-  - Puts an HTB queueing discipline with handle C(1:) at the root of an interface's egress: a list of
+  - Puts an HTB queueing discipline with handle C(1:) at the root of an interface's egress, a list of
     interfaces in one call, each in its own namespace. Its default class C(1:ffff) carries every packet
     at O(config[].rate_mbit) (ceil equal to the rate, so it never borrows).
   - Each entry of O(config[].classes) adds a class C(1:ID) (tc shows ID in hex) beside it with a rate of

@@ -14,13 +14,13 @@ short_description: Set sysctls of network namespaces
 version_added: 0.1.0
 description:
   - Sets kernel settings under C(net.) (C(/proc/sys/net)), such as C(net.ipv4.ip_forward) or
-    C(net.ipv4.conf.lab0.rp_filter), in the current network namespace or in named ones: a list of
+    C(net.ipv4.conf.lab0.rp_filter), in the current network namespace or in named ones, a list of
     them in one call, each in its own namespace.
   - Only C(net.*) settings are accepted, because only those belong to a network namespace;
     anything else would change the whole machine.
   - Nothing is written to C(/etc/sysctl.d); a setting lives as long as its namespace (or the
     interface it belongs to).
-  - A sysctl always exists, so there is no C(state). Every item is checked before anything changes:
+  - A sysctl always exists, so there is no C(state). Every item is checked before anything changes;
     the sysctl must exist in its namespace and be writable, and a sysctl that holds integers only
     takes integers. A value the kernel still refuses (out of its range) fails that item; the items
     before it keep their new values. Each value is read back after the change; a difference is
