@@ -138,7 +138,7 @@ def describe(msg, names):
         route["src"] = source
     metrics = msg.get_attr("RTA_METRICS")
     if metrics and metrics.get("attrs"):
-        route["metrics"] = {name: value for name, value in metrics["attrs"]}
+        route["metrics"] = dict(metrics["attrs"])
     if msg.get_attr("RTA_PREF"):
         route["pref"] = msg.get_attr("RTA_PREF")
     return route

@@ -14,7 +14,7 @@ short_description: Manage MPTCP endpoints of the in-kernel path manager
 version_added: 0.1.0
 description:
   - Creates, changes or removes endpoints of the kernel's MPTCP path manager
-    (C(ip mptcp endpoint add)), through the C(mptcp_pm) generic netlink family: a list of them,
+    (C(ip mptcp endpoint add)), through the C(mptcp_pm) generic netlink family; a list of them,
     in as many network namespaces as the items name, in one call.
   - The kernel keys endpoints by address; each item manages the one endpoint of its address, whoever
     made it (the kernel keeps no mark with an endpoint). If the kernel holds several endpoints for

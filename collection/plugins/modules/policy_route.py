@@ -15,7 +15,7 @@ version_added: 0.1.0
 description:
   - Manages routing tables and the C(ip rule) that selects each, e.g.
     C(ip rule add iif mptcp1 lookup 6607 priority 6607) plus
-    C(ip route add default via 192.168.1.1 dev wlp1s0 table 6607): a list of them, in as many
+    C(ip route add default via 192.168.1.1 dev wlp1s0 table 6607); a list of them, in as many
     network namespaces as the items name, in one call.
   - The rule selects traffic by incoming interface (O(config[].iif)) or source (O(config[].source)),
     by destination (O(config[].destination)), or by a destination together with one of the other two.

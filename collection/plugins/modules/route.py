@@ -14,7 +14,7 @@ short_description: Manage routes, each one route in one routing table
 version_added: 0.1.0
 description:
   - Adds, changes or removes IPv4 and IPv6 routes through netlink, like
-    C(ip route replace 198.19.0.0/24 via 198.18.64.1 dev core metric 0 table main): a list of them,
+    C(ip route replace 198.19.0.0/24 via 198.18.64.1 dev core metric 0 table main); a list of them,
     in as many network namespaces as the items name, in one call.
   - A route is identified as the kernel identifies it, by table, address family, destination
     prefix and metric. V(present) makes that identity hold exactly one route, through O(config[].via)
