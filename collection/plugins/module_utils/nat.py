@@ -78,9 +78,9 @@ def parse_comment(text):
         return name, None, None
     restore = {}
     for word in words[2:]:
-        where, _, value = word.partition(":")
+        where, colon, value = word.partition(":")
         iface, slash, index = where.partition("/")
-        if (not iface or iface in restore or not DIGITS.match(value)
+        if (not iface or iface in restore or not colon or not DIGITS.match(value)
                 or (slash and not DIGITS.match(index))):
             return name, None, None
         restore[iface] = {"index": int(index) if slash else None, "forwarding": int(value)}
@@ -230,7 +230,7 @@ def removal(nft, listing, handles):
 
     The kernel refuses the chains and the table if they hold more than the listing did by then.
     """
-    removed = {handle for _, handle in handles}
+    removed = {pair[1] for pair in handles}
     rest = [obj for obj in listing.objects if "rule" not in obj or obj["rule"]["handle"] not in removed]
     busy = {obj["rule"]["chain"] for obj in rest if "rule" in obj}
     emptied = [obj["chain"] for obj in rest

@@ -188,7 +188,7 @@ class Nft:
         """Carry out DELETIONS (``rule_deletion()`` and friends) in one transaction."""
         refused = _nfnetlink_batch(FAMILY_NUMBERS[self.family], [deletion[:3] for deletion in deletions])
         if refused:
-            position, code = refused
+            position, code = min(refused)
             hint = {errno.EBUSY: " (it holds what was not there when the table was listed: another program "
                                  "changed the table meanwhile; run again)",
                     errno.ENOENT: " (it was there when the table was listed: another program changed the "
@@ -234,7 +234,7 @@ def _replies(data):
     """``(sequence, errno)`` of every acknowledgement or error in one netlink datagram."""
     offset = 0
     while offset + 20 <= len(data):
-        length, kind, _, sequence, _ = struct.unpack_from("=IHHII", data, offset)
+        length, kind, _flags, sequence, _port = struct.unpack_from("=IHHII", data, offset)
         if kind == NLMSG_ERROR:
             yield sequence, -struct.unpack_from("=i", data, offset + 16)[0]
         offset += max(16, (length + 3) & ~3)
@@ -243,7 +243,7 @@ def _replies(data):
 def _nfnetlink_batch(family, messages):
     """Send MESSAGES (``(type, flags, attributes)``) as one batch.
 
-    Returns ``(position, errno)`` of the first message the kernel refused (then none took effect), or None.
+    Returns ``(position, errno)`` of every message the kernel refused; if any, none took effect.
     """
     batch = [_message(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, socket.AF_UNSPEC, NFNL_SUBSYS_NFTABLES)]
     for sequence, (kind, flags, payload) in enumerate(messages, 1):
@@ -267,4 +267,4 @@ def _nfnetlink_batch(family, messages):
                         raise MpsocksError("nfnetlink: the kernel refused the batch: %s" % os.strerror(code))
     except OSError as exc:
         raise MpsocksError("nfnetlink: %s" % (exc.strerror or exc)) from None
-    return min(refused) if refused else None
+    return refused

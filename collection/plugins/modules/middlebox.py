@@ -14,7 +14,7 @@ short_description: Put "net neutrality" middleboxes into ISP namespaces with nft
 version_added: 0.1.0
 description:
   - Makes ISP namespaces of the lab interfere with MPTCP the way some real networks do, with nftables rules
-    in one C(inet) table per namespace that the module owns (C(table)): a list of them in one call, one item
+    in one C(inet) table per namespace that the module owns (C(table)), a list of them in one call, one item
     per ISP. Only TCP connections opened from the item's C(interface), the ISP's interface facing the
     subscriber, are affected.
   - "V(strip): a chain C(forward) (type filter hook forward priority -2147483648, the lowest, so it runs

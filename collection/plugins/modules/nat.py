@@ -13,7 +13,7 @@ module: nat
 short_description: Masquerade subnets out of uplinks in the nft table mpsocks owns
 version_added: 0.1.0
 description:
-  - Manages NAT entries, each named by its C(name): a list of them in one call. Traffic from the entry's
+  - Manages NAT entries, each named by its C(name), a list of them in one call. Traffic from the entry's
     C(source) leaving through its C(out_interface) is masqueraded, forwarding between C(in_interface) and
     C(out_interface) is accepted, and the kernel is made to forward what arrives on C(out_interface)
     (the replies).
