@@ -53,7 +53,11 @@ MPTCP_OPTIONS = [
     ("MP_CAPABLE v1 SYN", SYN, mp_capable(1, 0x81)),
     ("MP_CAPABLE v1 SYN/ACK", SYN | ACK, mp_capable(1, 0x01, sender=KEY_B)),
     ("MP_CAPABLE v1 ACK", ACK, mp_capable(1, 0x01, KEY_A, KEY_B)),
-    ("MP_CAPABLE v1 ACK with data", ACK | PSH, mp_capable(1, 0x81, KEY_A, KEY_B, data_length=100, checksum=0xABCD)),
+    (
+        "MP_CAPABLE v1 ACK with data",
+        ACK | PSH,
+        mp_capable(1, 0x81, KEY_A, KEY_B, data_length=100, checksum=0xABCD),
+    ),
     ("MP_CAPABLE v0 SYN", SYN, mp_capable(0, 0x81, sender=KEY_A)),
     ("MP_CAPABLE v0 ACK", ACK, mp_capable(0, 0x81, KEY_A, KEY_B)),
     ("MP_JOIN SYN", SYN, mp_join_syn(0xDEADBEEF, 0x01020304, 3, True)),
@@ -62,7 +66,11 @@ MPTCP_OPTIONS = [
     ("DSS data ack 4", ACK, dss(data_ack=0x11223344)),
     ("DSS data ack 8", ACK, dss(data_ack=KEY_A, ack64=True)),
     ("DSS mapping DSN 4", ACK, dss(dsn=0x55667788, ssn=10, length=1400)),
-    ("DSS ack + DSN 8 + checksum", ACK, dss(data_ack=5, dsn=KEY_A, dsn64=True, ssn=1, length=1000, checksum=0x1234)),
+    (
+        "DSS ack + DSN 8 + checksum",
+        ACK,
+        dss(data_ack=5, dsn=KEY_A, dsn64=True, ssn=1, length=1000, checksum=0x1234),
+    ),
     ("DSS ack 8 + DSN 8", ACK, dss(data_ack=KEY_B, ack64=True, dsn=KEY_A, dsn64=True, ssn=7, length=10)),
     ("DSS DATA_FIN", ACK | FIN, dss(data_ack=7, data_fin=True, dsn=9, ssn=0, length=1)),
     ("ADD_ADDR v0 IPv4", ACK, add_addr_v0("10.1.2.3", 2)),
@@ -83,9 +91,27 @@ MPTCP_OPTIONS = [
     ("MP_FASTCLOSE", ACK, mp_fastclose(KEY_B)),
     ("MP_TCPRST", ACK | 0x04, mp_tcprst(0x1, 5)),
 ]
-TSHARK_MPTCP_FIELDS = ["subtype", "version", "sendkey", "recvkey", "recvtok", "sendrand", "backup.flag", "addrid",
-                       "rawdataack", "rawdataseqno", "subflowseqno", "datalvllen", "ipv4", "ipv6", "port",
-                       "rst_reason", "datafin.flag", "addaddrtrunchmac", "echo"]
+TSHARK_MPTCP_FIELDS = [
+    "subtype",
+    "version",
+    "sendkey",
+    "recvkey",
+    "recvtok",
+    "sendrand",
+    "backup.flag",
+    "addrid",
+    "rawdataack",
+    "rawdataseqno",
+    "subflowseqno",
+    "datalvllen",
+    "ipv4",
+    "ipv6",
+    "port",
+    "rst_reason",
+    "datafin.flag",
+    "addaddrtrunchmac",
+    "echo",
+]
 
 
 def _flag(value):
@@ -98,20 +124,34 @@ def tshark_view(option):
     view["subtype"] = str(option["subtype"])
     name = option["name"]
     if name == "MP_CAPABLE":
-        view.update(version=str(option["version"]), sendkey=_flag(option["sender_key"]),
-                    recvkey=_flag(option["receiver_key"]), datalvllen=_flag(option["data_length"]))
+        view.update(
+            version=str(option["version"]),
+            sendkey=_flag(option["sender_key"]),
+            recvkey=_flag(option["receiver_key"]),
+            datalvllen=_flag(option["data_length"]),
+        )
     elif name == "MP_JOIN" and option["form"] != "ack":
-        view.update(recvtok=_flag(option["token"]), sendrand=_flag(option["nonce"]),
-                    addrid=_flag(option["address_id"]))
+        view.update(
+            recvtok=_flag(option["token"]),
+            sendrand=_flag(option["nonce"]),
+            addrid=_flag(option["address_id"]),
+        )
         view["backup.flag"] = _flag(option["backup"])
     elif name == "DSS":
-        view.update(rawdataack=_flag(option["data_ack"]), rawdataseqno=_flag(option["dsn"]),
-                    subflowseqno=_flag(option["ssn"]), datalvllen=_flag(option["data_length"]))
+        view.update(
+            rawdataack=_flag(option["data_ack"]),
+            rawdataseqno=_flag(option["dsn"]),
+            subflowseqno=_flag(option["ssn"]),
+            datalvllen=_flag(option["data_length"]),
+        )
         view["datafin.flag"] = _flag(option["data_fin"])
     elif name == "ADD_ADDR":
-        view.update(addrid=str(option["address_id"]), port=_flag(option["port"]),
-                    addaddrtrunchmac=str(int(option["hmac"], 16)) if option["hmac"] else "",
-                    echo=_flag(option["echo"]) if option["version"] == 1 else "")
+        view.update(
+            addrid=str(option["address_id"]),
+            port=_flag(option["port"]),
+            addaddrtrunchmac=str(int(option["hmac"], 16)) if option["hmac"] else "",
+            echo=_flag(option["echo"]) if option["version"] == 1 else "",
+        )
         view["ipv6" if ":" in option["address"] else "ipv4"] = option["address"]
     elif name == "REMOVE_ADDR":
         view["addrid"] = ",".join(str(number) for number in option["address_ids"])
@@ -123,7 +163,7 @@ def tshark_view(option):
     elif name == "MP_FASTCLOSE":
         view["recvkey"] = str(option["receiver_key"])
     elif name == "MP_TCPRST":
-        view["rst_reason"] = "0x%02x" % option["reason"]
+        view["rst_reason"] = f"0x{option['reason']:02x}"
     return [view[field] for field in TSHARK_MPTCP_FIELDS]
 
 
@@ -137,7 +177,9 @@ def test_every_mptcp_option_parses_as_tshark_dissects_it(tmp_path):
     expected = tshark(path, ["tcp.options.mptcp." + field for field in TSHARK_MPTCP_FIELDS])
     packets = list(Capture(path))
     assert len(packets) == len(MPTCP_OPTIONS)
-    for (name, _flags, _option), (_t, _i, data, missing), row in zip(MPTCP_OPTIONS, packets, expected, strict=True):
+    for (name, _flags, _option), (_t, _i, data, missing), row in zip(
+        MPTCP_OPTIONS, packets, expected, strict=True
+    ):
         segment = parse_tcp(data, missing)
         [option] = mptcp_options(segment[7])
         assert tshark_view(option) == row, name
@@ -147,39 +189,90 @@ def test_parsed_fields_of_each_form():
     def one(option):
         return parse_mptcp(option)
 
-    assert one(mp_capable(1, 0x81)) == {"subtype": 0, "name": "MP_CAPABLE", "version": 1, "checksum": True,
-                                        "flags": 0x81, "sender_key": None, "receiver_key": None,
-                                        "data_length": None}
-    assert one(mp_join_syn(7, 9, 3, True)) == {"subtype": 1, "name": "MP_JOIN", "form": "syn", "backup": True,
-                                               "address_id": 3, "token": 7, "nonce": 9, "hmac": None}
+    assert one(mp_capable(1, 0x81)) == {
+        "subtype": 0,
+        "name": "MP_CAPABLE",
+        "version": 1,
+        "checksum": True,
+        "flags": 0x81,
+        "sender_key": None,
+        "receiver_key": None,
+        "data_length": None,
+    }
+    assert one(mp_join_syn(7, 9, 3, True)) == {
+        "subtype": 1,
+        "name": "MP_JOIN",
+        "form": "syn",
+        "backup": True,
+        "address_id": 3,
+        "token": 7,
+        "nonce": 9,
+        "hmac": None,
+    }
     assert one(mp_join_synack(b"12345678", 5, 4))["hmac"] == b"12345678".hex()
     assert one(mp_join_ack(b"A" * 20))["form"] == "ack"
     mapping = one(dss(data_ack=5, dsn=KEY_A, dsn64=True, ssn=1, length=1000, checksum=0x1234))
-    assert (mapping["data_ack"], mapping["data_ack64"], mapping["dsn"], mapping["dsn64"], mapping["ssn"],
-            mapping["data_length"], mapping["checksum"]) == (5, False, KEY_A, True, 1, 1000, 0x1234)
+    assert (
+        mapping["data_ack"],
+        mapping["data_ack64"],
+        mapping["dsn"],
+        mapping["dsn64"],
+        mapping["ssn"],
+        mapping["data_length"],
+        mapping["checksum"],
+    ) == (5, False, KEY_A, True, 1, 1000, 0x1234)
     assert one(add_addr_v1("2001:db8::5", 3, 443, hmac=b"HMACHMAC")) == {
-        "subtype": 3, "name": "ADD_ADDR", "version": 1, "echo": False, "address_id": 3, "address": "2001:db8::5",
-        "port": 443, "hmac": b"HMACHMAC".hex()}
+        "subtype": 3,
+        "name": "ADD_ADDR",
+        "version": 1,
+        "echo": False,
+        "address_id": 3,
+        "address": "2001:db8::5",
+        "port": 443,
+        "hmac": b"HMACHMAC".hex(),
+    }
     assert one(add_addr_v0("10.1.2.3", 2, 8080))["version"] == 0
     assert one(remove_addr(1, 2))["address_ids"] == [1, 2]
-    assert one(mp_tcprst(0x1, 5)) == {"subtype": 8, "name": "MP_TCPRST", "flags": 1, "transient": True, "reason": 5}
+    assert one(mp_tcprst(0x1, 5)) == {
+        "subtype": 8,
+        "name": "MP_TCPRST",
+        "flags": 1,
+        "transient": True,
+        "reason": 5,
+    }
 
 
-@pytest.mark.parametrize("option", [
-    b"\x1e\x03\x00",  # MP_CAPABLE without flags
-    b"\x1e\x05\x10\x00\x00",  # MP_JOIN of no known length
-    b"\x1e\x06\x20\x05\x00\x00",  # DSS announcing a data ack it has no room for
-    b"\x1e\x07\x34\x01\x0a\x00\x00",  # ADD_ADDR too short for its address
-    b"\x1e\x02",
-])
+@pytest.mark.parametrize(
+    "option",
+    [
+        b"\x1e\x03\x00",  # MP_CAPABLE without flags
+        b"\x1e\x05\x10\x00\x00",  # MP_JOIN of no known length
+        b"\x1e\x06\x20\x05\x00\x00",  # DSS announcing a data ack it has no room for
+        b"\x1e\x07\x34\x01\x0a\x00\x00",  # ADD_ADDR too short for its address
+        b"\x1e\x02",
+    ],
+)
 def test_malformed_mptcp_options_are_marked(option):
     assert parse_mptcp(option)["malformed"] is True
 
 
 def test_common_options():
-    raw = mss(1370) + b"\x01" + wscale(9) + sack_permitted() + timestamps(5, 6) + mp_capable(1, 0x81) + b"\x00\x00"
-    assert parse_options(raw) == {"mss": 1370, "wscale": 9, "sack_permitted": True, "timestamp": (5, 6),
-                                  "mptcp": [parse_mptcp(mp_capable(1, 0x81))]}
+    raw = (
+        mss(1370)
+        + b"\x01"
+        + wscale(9)
+        + sack_permitted()
+        + timestamps(5, 6)
+        + mp_capable(1, 0x81)
+        + b"\x00\x00"
+    )
+    assert parse_options(raw) == {
+        "mss": 1370,
+        "wscale": 9,
+        "sack_permitted": True,
+        "timestamp": (5, 6),
+        "mptcp": [parse_mptcp(mp_capable(1, 0x81))],
+    }
 
 
 @pytest.mark.parametrize("raw", [b"\x02", b"\x02\x04\x05", b"\x02\x01\x05\xb4", b"\x08\xff" + b"\x00" * 8])
@@ -191,30 +284,68 @@ def test_headers_against_tshark(tmp_path):
     """Addresses, ports, TTL, sequence numbers, flags, window and payload length for IPv4 and IPv6
     with options and extension headers, as tshark reads them."""
     payload = b"p" * 300
-    segment = tcp(40000, 443, seq=123456789, ack=987654321, flags=ACK | PSH, options=timestamps(1, 2),
-                  payload=payload, window=501)
+    segment = tcp(
+        40000,
+        443,
+        seq=123456789,
+        ack=987654321,
+        flags=ACK | PSH,
+        options=timestamps(1, 2),
+        payload=payload,
+        window=501,
+    )
     packets = [
         ipv4("192.0.2.1", "198.51.100.7", segment, ttl=52),
         ipv4("192.0.2.1", "198.51.100.7", segment, ttl=124, options=b"\x01\x01\x01\x00"),
         ipv6("2001:db8::1", "2001:db8:1::7", segment, hop_limit=57),
-        ipv6("2001:db8::1", "2001:db8:1::7", segment, hop_limit=60, extensions=[
-            (0, b"\x00" + b"\x01\x04\x00\x00\x00\x00"),  # hop-by-hop: PadN
-            (43, b"\x00\x00\x00" + b"\x00" * 4),  # routing, type 0, no segments left
-            (60, b"\x00" + b"\x01\x04\x00\x00\x00\x00"),  # destination options
-            (44, b"\x00\x00\x00" + b"\x00\x00\x00\x01"),  # fragment header, offset 0 (first), no M flag
-        ]),
+        ipv6(
+            "2001:db8::1",
+            "2001:db8:1::7",
+            segment,
+            hop_limit=60,
+            extensions=[
+                (0, b"\x00" + b"\x01\x04\x00\x00\x00\x00"),  # hop-by-hop: PadN
+                (43, b"\x00\x00\x00" + b"\x00" * 4),  # routing, type 0, no segments left
+                (60, b"\x00" + b"\x01\x04\x00\x00\x00\x00"),  # destination options
+                (44, b"\x00\x00\x00" + b"\x00\x00\x00\x01"),  # fragment header, offset 0 (first), no M flag
+            ],
+        ),
     ]
     path = tmp_path / "headers.pcap"
     path.write_bytes(pcap([(1.0 + n, ethernet(ip)) for n, ip in enumerate(packets)]))
-    expected = tshark(path, ["ip.src", "ipv6.src", "ip.dst", "ipv6.dst", "ip.ttl", "ipv6.hlim", "tcp.srcport",
-                             "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw", "tcp.flags", "tcp.window_size_value",
-                             "tcp.len"])
+    expected = tshark(
+        path,
+        [
+            "ip.src",
+            "ipv6.src",
+            "ip.dst",
+            "ipv6.dst",
+            "ip.ttl",
+            "ipv6.hlim",
+            "tcp.srcport",
+            "tcp.dstport",
+            "tcp.seq_raw",
+            "tcp.ack_raw",
+            "tcp.flags",
+            "tcp.window_size_value",
+            "tcp.len",
+        ],
+    )
     for ip, row in zip(packets, expected, strict=True):
         key, ttl, seq, ack, flags, window, length, options, complete = parse_tcp(ip)
         family, src, dst, sport, dport = key_parts(key)
-        assert [str(ipaddress.ip_address(src)), str(ipaddress.ip_address(dst)), str(ttl), str(sport), str(dport), str(seq),
-                str(ack), "0x%04x" % flags, str(window), str(length)] == \
-            [row[0] or row[1], row[2] or row[3], row[4] or row[5], *row[6:]]
+        assert [
+            str(ipaddress.ip_address(src)),
+            str(ipaddress.ip_address(dst)),
+            str(ttl),
+            str(sport),
+            str(dport),
+            str(seq),
+            str(ack),
+            f"0x{flags:04x}",
+            str(window),
+            str(length),
+        ] == [row[0] or row[1], row[2] or row[3], row[4] or row[5], *row[6:]]
         assert (options, complete) == (timestamps(1, 2) + b"\x00\x00", True)
 
 
@@ -256,19 +387,28 @@ def test_keys():
 def test_tokens_are_the_high_bits_of_the_key_hash():
     digest = hashlib.sha256(struct.pack("!Q", KEY_A)).digest()
     assert key_token(KEY_A, 1) == (int.from_bytes(digest[:4], "big"), int.from_bytes(digest[-8:], "big"))
-    assert key_token(KEY_A, 0)[0] == int.from_bytes(hashlib.sha1(struct.pack("!Q", KEY_A)).digest()[:4], "big")
+    assert key_token(KEY_A, 0)[0] == int.from_bytes(
+        hashlib.sha1(struct.pack("!Q", KEY_A)).digest()[:4], "big"
+    )
 
 
 def test_tokens_match_tshark(tmp_path):
     options = (mp_capable(0, 0x81, sender=KEY_A), mp_capable(1, 0x01, sender=KEY_B))
-    frames = [(1.0, ethernet(ipv4("192.0.2.1", "198.51.100.7", tcp(4000 + n, 80, flags=SYN, options=option))))
-              for n, option in enumerate(options)]
+    frames = [
+        (1.0, ethernet(ipv4("192.0.2.1", "198.51.100.7", tcp(4000 + n, 80, flags=SYN, options=option))))
+        for n, option in enumerate(options)
+    ]
     path = tmp_path / "keys.pcap"
     path.write_bytes(pcap(frames))
-    assert tshark(path, ["mptcp.expected_token"]) == [[str(key_token(KEY_A, 0)[0])], [str(key_token(KEY_B, 1)[0])]]
+    assert tshark(path, ["mptcp.expected_token"]) == [
+        [str(key_token(KEY_A, 0)[0])],
+        [str(key_token(KEY_B, 1)[0])],
+    ]
 
 
-@pytest.mark.parametrize(("ttl", "initial"), [(1, 32), (9, 32), (32, 32), (51, 64), (64, 64), (124, 128),
-                                              (128, 128), (129, 255), (255, 255)])
+@pytest.mark.parametrize(
+    ("ttl", "initial"),
+    [(1, 32), (9, 32), (32, 32), (51, 64), (64, 64), (124, 128), (128, 128), (129, 255), (255, 255)],
+)
 def test_initial_ttl(ttl, initial):
     assert initial_ttl(ttl) == initial

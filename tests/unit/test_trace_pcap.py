@@ -143,15 +143,30 @@ def tcp(sport, dport, seq=1000, ack=0, flags=ACK, options=b"", payload=b"", wind
     """A TCP header (options padded with end-of-list bytes) followed by PAYLOAD."""
     options += b"\x00" * (-len(options) % 4)
     offset = (20 + len(options)) // 4
-    return struct.pack("!HHIIBBHHH", sport, dport, seq, ack, offset << 4, flags, window, 0, 0) + options + payload
+    return (
+        struct.pack("!HHIIBBHHH", sport, dport, seq, ack, offset << 4, flags, window, 0, 0)
+        + options
+        + payload
+    )
 
 
 def ipv4(src, dst, segment, ttl=64, options=b"", protocol=6, fragment=0, total=None):
     header_length = 20 + len(options)
     if total is None:
         total = header_length + len(segment)
-    header = struct.pack("!BBHHHBBH4s4s", 0x40 | header_length // 4, 0, total, 1, fragment, ttl, protocol, 0,
-                         ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x40 | header_length // 4,
+        0,
+        total,
+        1,
+        fragment,
+        ttl,
+        protocol,
+        0,
+        ipaddress.IPv4Address(src).packed,
+        ipaddress.IPv4Address(dst).packed,
+    )
     return header + options + segment
 
 
@@ -162,8 +177,18 @@ def ipv6(src, dst, segment, hop_limit=64, extensions=()):
     for (_kind, body), following in zip(extensions, types[1:], strict=True):
         chain += bytes([following]) + body
     payload = chain + segment
-    return struct.pack("!IHBB16s16s", 0x60000000, len(payload), types[0], hop_limit,
-                       ipaddress.IPv6Address(src).packed, ipaddress.IPv6Address(dst).packed) + payload
+    return (
+        struct.pack(
+            "!IHBB16s16s",
+            0x60000000,
+            len(payload),
+            types[0],
+            hop_limit,
+            ipaddress.IPv6Address(src).packed,
+            ipaddress.IPv6Address(dst).packed,
+        )
+        + payload
+    )
 
 
 def ethernet(ip, vlans=()):
@@ -175,13 +200,28 @@ def ethernet(ip, vlans=()):
 
 
 def sll(ip):
-    return struct.pack("!HHH8sH", 0, 1, 6, b"\x02\x00\x00\x00\x00\x01\x00\x00",
-                       0x86DD if ip[0] >> 4 == 6 else 0x0800) + ip
+    return (
+        struct.pack(
+            "!HHH8sH", 0, 1, 6, b"\x02\x00\x00\x00\x00\x01\x00\x00", 0x86DD if ip[0] >> 4 == 6 else 0x0800
+        )
+        + ip
+    )
 
 
 def sll2(ip, ifindex=3):
-    return struct.pack("!HHIHBB8s", 0x86DD if ip[0] >> 4 == 6 else 0x0800, 0, ifindex, 1, 0, 6,
-                       b"\x02\x00\x00\x00\x00\x01\x00\x00") + ip
+    return (
+        struct.pack(
+            "!HHIHBB8s",
+            0x86DD if ip[0] >> 4 == 6 else 0x0800,
+            0,
+            ifindex,
+            1,
+            0,
+            6,
+            b"\x02\x00\x00\x00\x00\x01\x00\x00",
+        )
+        + ip
+    )
 
 
 FRAMERS = {ETHERNET: ethernet, SLL: sll, SLL2: sll2, RAW: bytes, IPV4: bytes, IPV6: bytes}
@@ -213,24 +253,35 @@ def pcapng_section(interfaces, packets, order="<", snaplen=0, simple=False):
     for link_type, tsresol in interfaces:
         options = b""
         if tsresol is not None:
-            options = struct.pack(order + "HH", 9, 1) + bytes([tsresol, 0, 0, 0]) + struct.pack(order + "HH", 0, 0)
+            options = (
+                struct.pack(order + "HH", 9, 1) + bytes([tsresol, 0, 0, 0]) + struct.pack(order + "HH", 0, 0)
+            )
         out.append(_block(order, 1, struct.pack(order + "HHI", link_type, 0, snaplen) + options))
         exponent = (tsresol if tsresol is not None else 6) & 0x7F
-        units.append(2.0 ** -exponent if tsresol is not None and tsresol & 0x80 else 10.0 ** -exponent)
+        units.append(2.0**-exponent if tsresol is not None and tsresol & 0x80 else 10.0**-exponent)
     for interface, timestamp, frame in packets:
         cut = frame[:snaplen] if snaplen else frame
         if simple:
             out.append(_block(order, 3, struct.pack(order + "I", len(frame)) + cut))
             continue
         ticks = round(timestamp / units[interface])
-        out.append(_block(order, 6, struct.pack(order + "IIIII", interface, ticks >> 32, ticks & 0xFFFFFFFF,
-                                                 len(cut), len(frame)) + cut))
+        out.append(
+            _block(
+                order,
+                6,
+                struct.pack(order + "IIIII", interface, ticks >> 32, ticks & 0xFFFFFFFF, len(cut), len(frame))
+                + cut,
+            )
+        )
     return b"".join(out)
 
 
 def syn_packet(family=4, ttl=64, sport=40000, dport=80, options=None):
-    options = options if options is not None else mss(1460) + sack_permitted() + timestamps(1, 0) + b"\x01" \
-        + wscale(7) + mp_capable()
+    options = (
+        options
+        if options is not None
+        else mss(1460) + sack_permitted() + timestamps(1, 0) + b"\x01" + wscale(7) + mp_capable()
+    )
     segment = tcp(sport, dport, seq=1000, flags=SYN, options=options)
     if family == 4:
         return ipv4("192.0.2.1", "198.51.100.7", segment, ttl=ttl)
@@ -256,8 +307,16 @@ def test_pcap_every_link_type_byte_order_and_precision(tmp_path, link_type, orde
     got = read_all(path)
     assert [data for _, _, data, _ in got] == packets
     assert [missing for _, _, _, missing in got] == [0, 0, 0]
-    expected = tshark(path, ["frame.time_epoch", "ipv6.hlim" if family == 6 else "ip.ttl",
-                             "tcp.options.mss_val", "tcp.options.wscale.shift", "tcp.options.mptcp.subtype"])
+    expected = tshark(
+        path,
+        [
+            "frame.time_epoch",
+            "ipv6.hlim" if family == 6 else "ip.ttl",
+            "tcp.options.mss_val",
+            "tcp.options.wscale.shift",
+            "tcp.options.mptcp.subtype",
+        ],
+    )
     assert [f"{timestamp:.6f}" for timestamp, _, _, _ in got] == [row[0][:17] for row in expected]
     assert [row[1:] for row in expected] == [[str(ttl), "1460", "7", "0"] for ttl in (9, 63, 124)]
 
@@ -276,16 +335,31 @@ def test_pcapng_interfaces_of_several_link_types_and_resolutions(tmp_path):
     interfaces = [(ETHERNET, None), (SLL2, 9), (RAW, 0x80 | 20)]
     packets = [(0, 100.5, ethernet(v4)), (1, 101.123456789, sll2(v6)), (2, 102.25, v4), (1, 103.0, sll2(v4))]
     path = tmp_path / "multi.pcapng"
-    path.write_bytes(pcapng_section(interfaces, packets, ">") + pcapng_section([(SLL, None)], [(0, 104.0, sll(v6))]))
+    path.write_bytes(
+        pcapng_section(interfaces, packets, ">") + pcapng_section([(SLL, None)], [(0, 104.0, sll(v6))])
+    )
     capture = Capture(path)
     got = list(capture)
     assert capture.format == "pcapng"
     assert capture.link_types == {"ethernet", "linux-sll2", "raw-ip", "linux-sll"}
-    assert [(interface, data) for _, interface, data, _ in got] == [(0, v4), (1, v6), (2, v4), (1, v4), (0, v6)]
+    assert [(interface, data) for _, interface, data, _ in got] == [
+        (0, v4),
+        (1, v6),
+        (2, v4),
+        (1, v4),
+        (0, v6),
+    ]
     expected = tshark(path, ["frame.time_epoch", "frame.interface_id", "ip.ttl", "ipv6.hlim"])
-    assert [round(timestamp, 6) for timestamp, _, _, _ in got] == [round(float(row[0]), 6) for row in expected]
-    assert [row[1:] for row in expected] == [["0", "33", ""], ["1", "", "57"], ["2", "33", ""], ["1", "33", ""],
-                                              ["0", "", "57"]]
+    assert [round(timestamp, 6) for timestamp, _, _, _ in got] == [
+        round(float(row[0]), 6) for row in expected
+    ]
+    assert [row[1:] for row in expected] == [
+        ["0", "33", ""],
+        ["1", "", "57"],
+        ["2", "33", ""],
+        ["1", "33", ""],
+        ["0", "", "57"],
+    ]
 
 
 def test_pcapng_simple_packet_blocks_are_cut_to_the_snaplen(tmp_path):
@@ -302,7 +376,7 @@ def test_snaplen_cut_packets_say_how_much_is_missing(tmp_path):
     path = tmp_path / "cut.pcap"
     path.write_bytes(pcap([(1.0, ethernet(ip))], snaplen=120))
     [(_, _, data, missing)] = read_all(path)
-    assert data == ip[:120 - 14] and missing == len(ip) - (120 - 14)
+    assert data == ip[: 120 - 14] and missing == len(ip) - (120 - 14)
     assert tshark(path, ["frame.len", "frame.cap_len", "ip.ttl"]) == [[str(len(ip) + 14), "120", "40"]]
 
 
@@ -325,8 +399,9 @@ def test_real_captures_read_like_tshark(path):
     assert len(got) == len(expected)
     assert [round(t, 6) for t, _, _, _ in got] == [round(float(row[0]), 6) for row in expected]
     assert [data[8] for _, _, data, _ in got] == [int(row[1]) for row in expected]
-    assert [len(data) + 14 <= int(row[2]) for (_, _, data, _), row in zip(got, expected, strict=True)] == \
-        [True] * len(got)
+    assert [len(data) + 14 <= int(row[2]) for (_, _, data, _), row in zip(got, expected, strict=True)] == [
+        True
+    ] * len(got)
 
 
 # Bad files --------------------------------------------------------------------------------------------
@@ -342,15 +417,30 @@ def _bad_files():
         "cut-record": (good[:-5], "cut short in the middle of a packet record"),
         "cut-block": (ng[:-5], "cut short in the middle of a pcapng block"),
         "link-type": (pcap([(1.0, b"\x00" * 40)], link_type=147), "link type 147 is not supported"),
-        "ng-link-type": (pcapng_section([(147, None)], [(0, 1.0, b"\x00" * 40)]), "link type 147 is not supported"),
+        "ng-link-type": (
+            pcapng_section([(147, None)], [(0, 1.0, b"\x00" * 40)]),
+            "link type 147 is not supported",
+        ),
         "huge-record": (good[:24] + struct.pack("<IIII", 0, 0, 1 << 30, 1 << 30), "claims 1073741824 bytes"),
         "bad-block-length": (ng[:28] + struct.pack("<II", 6, 13) + ng[36:], "a block claims 13 bytes"),
     }
     return files
 
 
-@pytest.mark.parametrize("name", ["empty", "text", "short-header", "cut-record", "cut-block", "link-type",
-                                  "ng-link-type", "huge-record", "bad-block-length"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "empty",
+        "text",
+        "short-header",
+        "cut-record",
+        "cut-block",
+        "link-type",
+        "ng-link-type",
+        "huge-record",
+        "bad-block-length",
+    ],
+)
 def test_bad_files_raise_one_line_naming_the_file(tmp_path, name):
     content, message = _bad_files()[name]
     path = tmp_path / name

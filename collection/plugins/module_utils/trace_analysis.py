@@ -517,7 +517,7 @@ class _Analysis:
         if base is None:  # no key seen: count from the first number met
             base = connection.idsn[direction] = (value - 1) & (MASK64 if wide else MASK32)
         if wide:
-            relative = (value - base) & MASK64
+            relative = ((value - base + (1 << 63)) & MASK64) - (1 << 63)
         else:
             low = (value - base) & MASK32
             last = connection.last_dsn[direction]

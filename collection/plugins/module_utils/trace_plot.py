@@ -23,6 +23,7 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import Mpsock
 
 SEGMENT, ACK = 0, 1
 _RECORD = struct.Struct("<BHdqq")  # kind, subflow, time, first, last data sequence number
+_LOWEST, _HIGHEST = -(1 << 63), (1 << 63) - 1
 #: Records kept in memory before they go to the series' file.
 _FLUSH_AT = 4096
 _FLUSH_ALL_AT = 1 << 18
@@ -96,6 +97,7 @@ class SequenceLog:
         self._add((connection, direction), ACK, subflow, timestamp, value, value)
 
     def _add(self, key, kind, subflow, timestamp, first, last):
+        first, last = (min(max(value, _LOWEST), _HIGHEST) for value in (first, last))
         extent = self.series.get(key)
         if extent is None:
             extent = self.series[key] = Extent()
