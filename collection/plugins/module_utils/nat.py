@@ -225,10 +225,10 @@ def delete_rule_commands(table, handles):
 
 
 def removal(nft, listing, handles):
-    """Deletions (for ``Nft.delete``) removing the rules HANDLES, the module's chains they leave
-    empty, and the table once it holds nothing else, all as LISTING shows them.
+    """The deletions (for ``Nft.delete``) removing an entry's rules HANDLES, as LISTING shows the table.
 
-    The kernel refuses the chains and the table if they hold more than the listing did by then.
+    The module's chains go once the entry's rules are all they hold, the table once it holds nothing
+    else; the kernel refuses both if they hold more by then than the listing showed.
     """
     removed = {pair[1] for pair in handles}
     rest = [obj for obj in listing.objects if "rule" not in obj or obj["rule"]["handle"] not in removed]
