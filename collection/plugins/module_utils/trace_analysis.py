@@ -345,13 +345,22 @@ class _Analysis:
         return connection
 
     def _attach(self, flow, connection, kind, reversed_ends=False):
-        """Make FLOW a subflow of CONNECTION; REVERSED_ENDS when its client is the connection's server."""
+        """Make FLOW a subflow of CONNECTION; REVERSED_ENDS when its client is the connection's server.
+
+        A subflow already seen in another capture (same addresses, ports and ISN) is counted once: FLOW
+        then only feeds the plots, under the first one's number.
+        """
         flow.kind = kind
-        flow.index = len(connection.subflows)
         flow.client.connection = flow.server.connection = connection
         flow.client.direction = S2C if reversed_ends else C2S
         flow.server.direction = C2S if reversed_ends else S2C
-        connection.subflows.append(flow)
+        seen = [other for other in connection.subflows
+                if other.key == flow.key and other.file != flow.file and other.client.isn == flow.client.isn]
+        if seen:
+            flow.index = seen[0].index
+        else:
+            flow.index = len(connection.subflows)
+            connection.subflows.append(flow)
         if flow.handshake is not None:
             flow.handshake["connection"] = connection.id
         self._list(flow)
