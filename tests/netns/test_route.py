@@ -388,11 +388,14 @@ def test_bad_item_in_the_middle_of_a_list_changes_nothing():
         _router_chain(names)
         before = {name: snapshot(name) for name in names}
         good = _chain_config(names)
-        item = f"config[3] (route 198.19.0.0/24 metric 0 table main in netns {names[1]}):"
+        label = f"route 198.19.0.0/24 metric 0 table main in netns {names[1]}"
+        item = f"config[3] ({label}):"
         cases = [
             (f"{item} route: dev 'nosuch0' does not exist", dict(good[3], dev="nosuch0")),
             (item.replace("/24", "/33") + " to:", dict(good[3], to="198.19.0.0/33")),
             (f"{item} dev:", dict(good[3], dev="next\n")),
+            (f"{item} {label}: gateway 10.77.0.1 is not reachable: no directly connected network",
+             {"netns": names[1], "to": "198.19.0.0/24", "via": "10.77.0.1"}),
             ("config[3] (route 198.19.0.0/24 metric 0 table main in netns mpsocks-no-such-ns):",
              dict(good[3], netns="mpsocks-no-such-ns")),
         ]

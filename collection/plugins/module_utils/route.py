@@ -192,6 +192,8 @@ class Route(KernelObject):
             with iproute() as ipr:
                 if link_index(ipr, self.dev) is None:
                     raise MpsocksError("route: dev %r does not exist" % self.dev)
+        else:
+            self.wanted(self.read())  # a gateway no connected network holds stops a list before it changes
 
     # -- reading -------------------------------------------------------------
 
