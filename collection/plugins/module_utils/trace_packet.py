@@ -36,6 +36,7 @@ _TCP_FIELDS = struct.Struct("!IIBBH").unpack_from  # seq, ack, data offset, flag
 _U16 = struct.Struct("!H").unpack_from
 _U32 = struct.Struct("!I").unpack_from
 _U64 = struct.Struct("!Q").unpack_from
+_SSN_LENGTH = struct.Struct("!IH").unpack_from
 
 
 def parse_tcp(data, missing=0):
@@ -151,10 +152,25 @@ def parse_options(raw):
 
 
 def mptcp_options(raw):
-    """The MPTCP options in RAW TCP options, parsed (see ``parse_mptcp``)."""
-    if 30 not in raw:
-        return []
-    return [parse_mptcp(raw[start:end]) for kind, start, end in _options(raw) if kind == OPTION_MPTCP]
+    """The MPTCP options in RAW TCP options, parsed (see ``parse_mptcp``); the per-packet fast path."""
+    found = []
+    if OPTION_MPTCP not in raw:
+        return found
+    pos, size = 0, len(raw)
+    while pos < size:
+        kind = raw[pos]
+        if kind == 1:
+            pos += 1
+            continue
+        if kind == 0 or pos + 1 >= size:
+            break
+        length = raw[pos + 1]
+        if length < 2 or pos + length > size:
+            break
+        if kind == OPTION_MPTCP:
+            found.append(parse_mptcp(raw[pos:pos + length]))
+        pos += length
+    return found
 
 
 def _options(raw):
@@ -192,9 +208,9 @@ def parse_mptcp(option):
     """
     length = len(option)
     subtype = option[2] >> 4 if length > 2 else 15
-    name = MPTCP_SUBTYPES[subtype] if subtype < len(MPTCP_SUBTYPES) else "MP_%d" % subtype
     parser = _MPTCP_PARSERS.get(subtype)
     parsed = parser(option, length) if parser and length >= 3 else {} if length >= 3 else None
+    name = MPTCP_SUBTYPES[subtype] if subtype < 9 else "MP_%d" % subtype
     if parsed is None:
         return {"subtype": subtype, "name": name, "malformed": True}
     parsed["subtype"] = subtype
@@ -234,30 +250,25 @@ def _dss(option, length):
     if length < 4:
         return None
     flags = option[3]
-    found = {"data_fin": bool(flags & 0x10), "data_ack": None, "data_ack64": bool(flags & 0x02),
-             "dsn": None, "dsn64": bool(flags & 0x08), "ssn": None, "data_length": None, "checksum": None}
+    data_ack = dsn = ssn = data_length = checksum = None
     pos = 4
     if flags & 0x01:
-        if found["data_ack64"]:
-            if length < pos + 8:
-                return None
-            found["data_ack"] = _U64(option, pos)[0]
-            pos += 8
-        else:
-            if length < pos + 4:
-                return None
-            found["data_ack"] = _U32(option, pos)[0]
-            pos += 4
-    if flags & 0x04:
-        dsn_size = 8 if found["dsn64"] else 4
-        if length < pos + dsn_size + 6:
+        size = 8 if flags & 0x02 else 4
+        if length < pos + size:
             return None
-        found["dsn"] = _U64(option, pos)[0] if dsn_size == 8 else _U32(option, pos)[0]
-        found["ssn"], found["data_length"] = struct.unpack_from("!IH", option, pos + dsn_size)
-        pos += dsn_size + 6
+        data_ack = (_U64 if size == 8 else _U32)(option, pos)[0]
+        pos += size
+    if flags & 0x04:
+        size = 8 if flags & 0x08 else 4
+        if length < pos + size + 6:
+            return None
+        dsn = (_U64 if size == 8 else _U32)(option, pos)[0]
+        ssn, data_length = _SSN_LENGTH(option, pos + size)
+        pos += size + 6
         if length >= pos + 2:
-            found["checksum"] = _U16(option, pos)[0]
-    return found
+            checksum = _U16(option, pos)[0]
+    return {"data_fin": bool(flags & 0x10), "data_ack": data_ack, "data_ack64": bool(flags & 0x02),
+            "dsn": dsn, "dsn64": bool(flags & 0x08), "ssn": ssn, "data_length": data_length, "checksum": checksum}
 
 
 def _add_addr(option, length):
