@@ -267,8 +267,9 @@ def _dss(option, length):
         pos += size + 6
         if length >= pos + 2:
             checksum = _U16(option, pos)[0]
-    return {"data_fin": bool(flags & 0x10), "data_ack": data_ack, "data_ack64": bool(flags & 0x02), "dsn": dsn,
-            "dsn64": bool(flags & 0x08), "ssn": ssn, "data_length": data_length, "checksum": checksum}
+    return {"data_fin": bool(flags & 0x10), "data_ack": data_ack, "data_ack64": bool(flags & 0x02),
+            "dsn": dsn, "dsn64": bool(flags & 0x08), "ssn": ssn, "data_length": data_length,
+            "checksum": checksum}
 
 
 def _add_addr(option, length):
