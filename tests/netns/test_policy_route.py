@@ -219,6 +219,29 @@ def test_overridden_empties_exactly_the_unlisted_tables_in_scope(netns, uplinks)
     assert bad_scope["failed"] and "tables: table 254 is the kernel's 'main' table" in bad_scope["msg"]
 
 
+def test_overridden_for_the_current_namespace_spares_the_items_namespace(netns, uplinks):
+    """As the lab role calls it: items in the lab's host namespace, overridden scoped to the caller's.
+
+    The tables in scope are emptied in the namespace the module started in (here the root one, where
+    tables 7700-7709 hold nothing), never in the namespace the items were just made in.
+    """
+    config = [{"netns": netns, "table": table, "source": f"10.66.{table - 7600}.0/24",
+               "routes": [{"via": "auto", "dev": "up0"}]} for table in (7700, 7701)]
+    scope = list(range(7700, 7710))
+    done = run_module("policy_route", state="overridden", tables=scope, config=config)
+    assert done["changed"] is True and not done.get("failed"), done.get("msg")
+    assert [r["label"] for r in done["results"]] == [
+        f"policy route table {table} in netns {netns}" for table in (7700, 7701)]
+    for table in (7700, 7701):
+        assert len(rule_lines(netns, table)) == 1 and len(route_lines(netns, table)) == 1
+    # Run again (the lab's second `up`): nothing to do, and the items' tables stay.
+    again = run_module("policy_route", state="overridden", tables=scope, config=config)
+    assert [(r["label"], r["changed"]) for r in again["results"]] == [
+        (f"policy route table {table} in netns {netns}", False) for table in (7700, 7701)]
+    for table in (7700, 7701):
+        assert len(rule_lines(netns, table)) == 1 and len(route_lines(netns, table)) == 1
+
+
 def test_tables_in_several_namespaces_in_one_call(netns, uplinks):
     other = unique_name("mpst")
     subprocess.run(["ip", "netns", "add", other], check=True)
@@ -288,7 +311,8 @@ def test_bad_input_fails_with_one_line_and_changes_nothing(netns, uplinks):
         ("source", dict(table=6606, source="10.66.6.0/33", routes=route)),
         ("via", dict(table=6606, iif="mptcp0", routes=[{"via": "10.199.0.256", "dev": "up0"}])),
         ("does not exist", dict(table=6606, iif="mptcp0", routes=[{"via": "auto", "dev": "wlp9s9"}])),
-        ("nogw has no default route in the main table (IPv4)", dict(table=6606, iif="mptcp0", routes=[{"via": "auto", "dev": "nogw"}])),
+        ("nogw has no default route in the main table (IPv4)",
+         dict(table=6606, iif="mptcp0", routes=[{"via": "auto", "dev": "nogw"}])),
         ("routes[1].to: default is listed twice", dict(table=6606, iif="mptcp0", routes=route * 2)),
     ]
     for needle, args in cases:
