@@ -415,6 +415,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 
 def main(argv: list[str] | None = None) -> int:
     """mpsocks-run with ARGV (default: the command line); returns the exit code."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `mpsocks-run lab status | head` ends quietly
     with cancel_on_sigint() as cancel:
         try:
             args = build_parser().parse_args(argv)

@@ -124,8 +124,10 @@ def module_calls(event: dict) -> int:
     if event["event"] == "runner_on_skipped" or data.get("task_action") in CONTROLLER_ACTIONS:
         return 0
     items = (data.get("res") or {}).get("results")
-    if isinstance(items, list):
-        return sum(1 for item in items if isinstance(item, dict) and not item.get("skipped"))
+    looped = [item for item in items if isinstance(item, dict) and "ansible_loop_var" in item] \
+        if isinstance(items, list) else []
+    if looped:  # a loop (a list module's own ``results`` are one call)
+        return sum(1 for item in looped if not item.get("skipped"))
     return 1
 
 

@@ -164,14 +164,17 @@ def test_module_calls_count_loop_items_and_leave_out_controller_actions():
         _result("runner_on_ok", task_action="ansible.builtin.set_fact", res={}),
         _result("runner_on_ok", task_action="debug", res={}),
         _result("runner_on_skipped", task_action="mpsocks.mptcp.nat"),
-        _result("runner_on_ok", task_action="ping", res={"results": [{}, {}, {"skipped": True}]}),
+        _result("runner_on_ok", task_action="ping", res={"results": [
+            {"ansible_loop_var": "item"}, {"ansible_loop_var": "item"},
+            {"ansible_loop_var": "item", "skipped": True}]}),
+        _result("runner_on_ok", task_action="mpsocks.mptcp.tap", res={"results": [{"label": "tap a"}, {}]}),
         _result("runner_on_failed", second=9, task_action="mpsocks.mptcp.nat", res={}),
     ]
     progress = Progress(io.StringIO())
     for event in events:
         progress(event)
-    assert [module_calls(event) for event in events] == [1, 0, 0, 0, 2, 1]
-    assert progress.summary() == "4 module calls in 6.0 s"
+    assert [module_calls(event) for event in events] == [1, 0, 0, 0, 2, 1, 1]
+    assert progress.summary() == "5 module calls in 6.0 s"
 
 
 def test_a_long_task_gets_a_line_when_it_starts_taking_long():

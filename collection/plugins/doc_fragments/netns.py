@@ -14,8 +14,8 @@ class ModuleDocFragment:
 options:
   netns:
     description:
-      - Name of a network namespace (as in C(ip netns list)) to act in instead of the current one:
-        the namespace of every item of O(config) that names none of its own.
+      - Name of a network namespace (as in C(ip netns list)) to act in instead of the current one,
+        for every item of O(config) that names none of its own.
       - The module enters it with C(setns) before it reads or changes an item, so every object
         of that item is that namespace's.
     type: str

@@ -161,7 +161,7 @@ class ObjectList:
         if len(self.objects) <= 1 and position == 0:
             return ""
         try:
-            label = obj.label()
+            label = one_line(obj.label())
         except Exception:  # a label from unvalidated input must not hide the real error
             label = obj.kind
         return "config[%d] (%s): " % (position, label)

@@ -14,7 +14,7 @@ short_description: Manage named network namespaces
 version_added: 0.1.0
 description:
   - Creates or deletes named network namespaces the way C(ip netns add) and C(ip netns del) do,
-    as bind mounts on C(/run/netns/NAME), so C(ip netns list) and C(ip netns exec) see them:
+    as bind mounts on C(/run/netns/NAME), so C(ip netns list) and C(ip netns exec) see them,
     a list of them in one call.
   - A present namespace has its loopback interface C(lo) up, with the alias C(mpsocks) (or
     C(mpsocks OWNER)): that mark is how mpsocks knows a namespace is its own. A namespace with the

@@ -14,7 +14,7 @@ short_description: Manage a persistent tap device
 version_added: 0.1.0
 description:
   - Creates, changes or removes persistent tap devices (C(ip tuntap add mode tap)) with their
-    owner, group, addresses and link state, through netlink and C(/dev/net/tun): a list of them
+    owner, group, addresses and link state, through netlink and C(/dev/net/tun), a list of them
     in one call.
   - The tap is what a guest's network interface plugs into; uplink N of mpsocks uses tap C(mptcpN).
   - A tap the module makes carries the alias C(mpsocks) (C(ip link show) prints it), which is how

@@ -14,7 +14,7 @@ short_description: Manage a veth pair whose ends may be in two network namespace
 version_added: 0.1.0
 description:
   - Creates, changes or removes veth pairs (C(ip link add NAME type veth peer name PEER netns NS))
-    with the addresses and link state of both ends, through netlink: a list of them in one call.
+    with the addresses and link state of both ends, through netlink, a list of them in one call.
   - End O(config[].name) is in the item's namespace; end O(config[].peer) is created directly in
     O(config[].peer_netns) and read and changed through a netlink socket opened there.
   - Both ends carry the alias C(mpsocks): that mark is how mpsocks tells its own links from a user's.
