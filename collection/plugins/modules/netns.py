@@ -17,7 +17,7 @@ description:
     as bind mounts on C(/run/netns/NAME), so C(ip netns list) and C(ip netns exec) see them,
     a list of them in one call.
   - A present namespace has its loopback interface C(lo) up, with the alias C(mpsocks) (or
-    C(mpsocks OWNER)): that mark is how mpsocks knows a namespace is its own. A namespace with the
+    C(mpsocks OWNER)); that mark is how mpsocks knows a namespace is its own. A namespace with the
     same name but without that mark is neither adopted nor deleted; the module fails instead.
   - Deleting a namespace first stops every process whose network namespace it is (SIGTERM, then
     SIGKILL after 5 seconds), then removes the bind mount; its interfaces go with it, and so
@@ -61,7 +61,7 @@ options:
     description:
       - Who in mpsocks the namespaces belong to, kept in the alias of their C(lo) as
         C(mpsocks OWNER); without it the alias is C(mpsocks).
-      - 1 to 64 characters out of C(A-Z a-z 0-9 _ . : -).
+      - 1 to 64 characters, each a letter, a digit or one of C(_ . - :).
     type: str
   state:
     description:

@@ -17,7 +17,7 @@ description:
     with the addresses and link state of both ends, through netlink, a list of them in one call.
   - End O(config[].name) is in the item's namespace; end O(config[].peer) is created directly in
     O(config[].peer_netns) and read and changed through a netlink socket opened there.
-  - Both ends carry the alias C(mpsocks): that mark is how mpsocks tells its own links from a user's.
+  - Both ends carry the alias C(mpsocks), the mark by which mpsocks tells its own links from a user's.
   - If O(config[].name) exists but is not a veth, is not marked as mpsocks', or is a veth paired
     with another name or in another namespace, the module fails and changes nothing.
   - Deleting either end deletes the pair; so does deleting either namespace.
