@@ -1,6 +1,10 @@
-"""Endpoint flags and the mptcp_pm message layout (no kernel needed)."""
+"""Endpoint flags, the mptcp_pm message layout and the pyroute2 import they use (no kernel needed)."""
 
+import os
 import struct
+import subprocess
+import sys
+import time
 
 import pytest
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
@@ -11,6 +15,7 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.mptcp_pm import (
     flag_bits,
     flag_names,
 )
+from mpsocks_testlib import collections_root
 
 NLA_F_NESTED = 0x8000
 
@@ -77,3 +82,40 @@ def test_ipv6_and_left_out_attributes():
     assert addr.get_attr("MPTCP_PM_ADDR_ATTR_PORT") == 8443
     assert addr.get_attr("MPTCP_PM_ADDR_ATTR_IF_IDX") is None
     assert addr.get_attr("MPTCP_PM_ADDR_ATTR_ID") is None
+
+
+RTNL = "ansible_collections.mpsocks.mptcp.plugins.module_utils.rtnl"
+#: Run in a fresh interpreter: what importing the modules' netlink helpers loads of pyroute2.
+IMPORT_CHECK = f"""
+import sys, importlib
+rtnl = importlib.import_module("{RTNL}")
+importlib.import_module("ansible_collections.mpsocks.mptcp.plugins.module_utils.mptcp_pm")
+print(*(name in sys.modules for name in ("pyroute2.ipdb", "pyroute2.ndb", "pyroute2.conntrack")))
+from pyroute2 import IPRoute, NDB, config
+print(IPRoute is rtnl.IPRoute, NDB.__name__, config.__name__)
+"""
+
+
+def _python(code):
+    """Run CODE in a fresh interpreter that finds the collection; (stdout lines, seconds taken)."""
+    env = dict(os.environ, PYTHONPATH=str(collections_root()))
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return proc.stdout.splitlines(), time.perf_counter() - started
+
+
+def test_pyroute2_loads_only_what_the_modules_use_and_stays_whole_for_others():
+    lines, _ = _python(IMPORT_CHECK)
+    # pyroute2's __init__ (which imports ipdb, ndb, conntrack and every other family) did not run ...
+    assert lines[0] == "False False False"
+    # ... yet code asking pyroute2 for its names still gets them, the same classes.
+    assert lines[1] == "True NDB pyroute2.config"
+
+    # What a module call pays for pyroute2 (figures, not an assertion: the machine may be busy).
+    base = "import ansible.module_utils.basic"
+    cases = {"ansible basic only": base,
+             "+ from pyroute2 import IPRoute": base + "; from pyroute2 import IPRoute",
+             "+ module_utils.rtnl": base + "; import " + RTNL}
+    best = {name: min(_python(code)[1] for _ in range(5)) for name, code in cases.items()}
+    for name, seconds in best.items():
+        print(f"{name:32s} best of 5: {seconds * 1000:4.0f} ms")
