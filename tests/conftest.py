@@ -13,6 +13,7 @@ from mpsocks_testlib import (
     collections_root,
     created_namespaces,
     delete_uplinks,
+    leaked_processes,
     make_uplinks,
     sh,
     snapshot,
@@ -63,6 +64,8 @@ def root_namespace_untouched(tmp_path_factory):
         assert after[key] == before[key], f"tests changed the root namespace's {key}"
     left = created_namespaces()
     assert not left, f"tests left namespaces behind: {sorted(left)}"
+    running = leaked_processes()
+    assert not running, f"tests left processes behind: {running}"
 
 
 @pytest.fixture

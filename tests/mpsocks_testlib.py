@@ -49,14 +49,19 @@ def sh(*argv: str, netns: str | None = None, check: bool = True) -> str:
     return proc.stdout
 
 
-def run_module(module: str, /, check: bool = False, diff: bool = True, **params) -> dict:
-    """Run collection MODULE as Ansible would (a fresh Python process) with PARAMS."""
+def run_module(module: str, /, check: bool = False, diff: bool = True, inside: str | None = None,
+               **params) -> dict:
+    """Run collection MODULE as Ansible would (a fresh Python process) with PARAMS.
+
+    INSIDE: the module process starts in that namespace (as through the netns connection plugin).
+    """
     args = {"ANSIBLE_MODULE_ARGS": dict(params, _ansible_check_mode=check, _ansible_diff=diff)}
+    prefix = ["ip", "netns", "exec", inside] if inside else []
     with tempfile.NamedTemporaryFile("w", suffix=".json") as handle:
         json.dump(args, handle)
         handle.flush()
         proc = subprocess.run(
-            [sys.executable, str(COLLECTION / "plugins" / "modules" / f"{module}.py"), handle.name],
+            prefix + [sys.executable, str(COLLECTION / "plugins" / "modules" / f"{module}.py"), handle.name],
             capture_output=True, text=True,
             env=dict(os.environ, PYTHONPATH=str(collections_root())),
         )
@@ -98,10 +103,8 @@ def _sysctls(netns: str | None) -> str:
     return "\n".join(line for line in text.splitlines() if not VOLATILE_SYSCTLS.match(line))
 
 
-def _processes(netns: str | None) -> str:
-    """The processes in NETNS (in the root namespace: those of mpsocks), as sorted ``pid comm`` lines."""
-    wanted = os.stat(f"/run/netns/{netns}").st_ino if netns else None
-    found = []
+def _proc_entries():
+    """(pid, network namespace inode, comm, command line) of every process."""
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             inode = os.stat(entry / "ns" / "net").st_ino
@@ -109,10 +112,23 @@ def _processes(netns: str | None) -> str:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        ours = comm.startswith("mpsd-") or "mpsocks_lab_server" in cmdline
-        if (inode == wanted) if netns else (ours and inode == os.stat("/proc/self/ns/net").st_ino):
-            found.append(f"{entry.name} {comm}")
-    return "\n".join(sorted(found))
+        yield entry.name, inode, comm, cmdline
+
+
+def _processes(netns: str | None) -> str:
+    """The processes in namespace NETNS as sorted ``pid comm`` lines ('' for the root namespace, where
+    other runs' processes come and go: leaked_processes() looks there for this run's)."""
+    if netns is None:
+        return ""
+    wanted = os.stat(f"/run/netns/{netns}").st_ino
+    return "\n".join(sorted(f"{pid} {comm}" for pid, inode, comm, _ in _proc_entries() if inode == wanted))
+
+
+def leaked_processes() -> list[str]:
+    """mpsocks processes (supervisors, lab servers) of this test run's labs and daemons still running."""
+    return [f"{pid} {cmdline}" for pid, _inode, comm, cmdline in _proc_entries()
+            if (comm.startswith("mpsd-") or "mpsocks_lab_server" in cmdline)
+            and any(name in cmdline for name in CREATED)]
 
 
 def snapshot(netns: str | None = None) -> dict:

@@ -1,8 +1,9 @@
 """mpsocks.mptcp.tap against real tap devices in a fresh namespace."""
 
 import json
+import subprocess
 
-from mpsocks_testlib import assert_unchanged, run_item, sh, snapshot
+from mpsocks_testlib import assert_unchanged, run_item, run_module, sh, snapshot, unique_name
 
 
 def tun_info(netns, name):
@@ -96,3 +97,18 @@ def test_bad_input_fails_with_one_line_and_changes_nothing(netns):
 def test_missing_namespace_is_a_clear_error():
     result = run_item("tap", name="mptcp0", netns="mpsocks-no-such-ns")
     assert result["failed"] and "mpsocks-no-such-ns" in result["msg"]
+
+
+def test_overridden_scope_is_the_namespace_the_module_started_in(netns):
+    """The first item may be elsewhere: the scope of overridden stays where the module runs."""
+    other = unique_name("mpstt")
+    subprocess.run(["ip", "netns", "add", other], check=True)
+    try:
+        assert run_item("tap", name="ta0", netns=netns)["changed"]
+        assert run_item("tap", name="tb0", netns=other)["changed"]
+        done = run_module("tap", inside=netns, state="overridden", config=[{"name": "tb0", "netns": other}])
+        changes = [(r["label"], r["changed"]) for r in done["results"]]
+        assert changes == [("tap tb0", False), ("tap ta0", True)], done
+        assert "ta0" not in sh("ip", "link", netns=netns) and "tb0" in sh("ip", "link", netns=other)
+    finally:
+        subprocess.run(["ip", "netns", "del", other], check=False)

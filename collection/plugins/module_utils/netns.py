@@ -75,8 +75,9 @@ def switch_netns(name):
 
     A module working on a list of objects in several namespaces switches before each one.
     """
+    home = _home_fd()  # opened before the first switch: it must be where the process started
     if name is None:
-        _setns(_home_fd(), "netns: cannot return to the namespace the module started in")
+        _setns(home, "netns: cannot return to the namespace the module started in")
     else:
         enter_netns(name)
 
