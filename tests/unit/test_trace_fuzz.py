@@ -13,6 +13,7 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.trace_analysis impor
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.trace_packet import parse_options, parse_tcp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 from test_trace_analysis import Conversation, mptcp_download
 from test_trace_pcap import LAB_TRACES, SEED, SLL2, ethernet, pcapng_section, sll2
 
@@ -35,6 +36,7 @@ def _corpus():
 
 CORPUS = _corpus()
 FOLDER = Path(tempfile.mkdtemp(prefix="mpsocks-fuzz-"))
+set_hypothesis_home_dir(FOLDER / "hypothesis")  # its caches go with the rest, not into the checkout
 
 
 @st.composite

@@ -208,7 +208,7 @@ class _Analysis:
         self.files.append(stats)
         sides = {}
         tcp = not_tcp = truncated = cut = 0
-        first = last = None
+        first = None
         control = self._control
         mptcp = self._mptcp
         midstream = self._midstream_mptcp
@@ -238,13 +238,12 @@ class _Analysis:
                 other_ttl(side, timestamp, ttl, flags)
             if side.connection is not None:
                 if not flags & SYN:
-                    mptcp(side, timestamp, seq, flags, payload, options, complete)
+                    mptcp(side, timestamp, seq, payload, options, complete)
             elif options and 30 in options and not flags & SYN:
-                midstream(side, timestamp, seq, flags, payload, options, complete)
-        last = timestamp
+                midstream(side, timestamp, seq, payload, options, complete)
         stats.update(link_types=sorted(capture.link_types), frames=capture.frames, not_ip=capture.not_ip,
                      tcp=tcp, not_tcp=not_tcp, truncated=truncated, headers_cut=cut, first_time=first,
-                     last_time=last)
+                     last_time=timestamp)
 
     def _control(self, file_index, sides, side, timestamp, segment):
         """The side that sent SEGMENT (created if new); handles SYN, SYN/ACK, FIN and RST."""
@@ -269,8 +268,8 @@ class _Analysis:
         """A flow whose first packet (key KEY) came from its client (CLIENT true), its server, or
         either (None: the side with the higher port is taken as the client)."""
         if client is None:
-            family, _src, _dst, sport, dport = key_parts(key)
-            client = sport > dport or (sport == dport)
+            sport, dport = key_parts(key)[3:]
+            client = sport >= dport
         flow_key = key if client else reverse_key(key)
         flow = _Flow(file_index, flow_key, timestamp)
         sides[flow_key] = flow.client
@@ -306,8 +305,8 @@ class _Analysis:
             "synack": None, "reset": None,
         }
         self._list(flow)
-        if join is not None and "token" in join:
-            self._join_syn(flow, join, timestamp)
+        if join is not None and join["token"] is not None:
+            self._join_syn(flow, join)
         return side
 
     def _synack(self, side, timestamp, ttl, seq, raw_options):
@@ -328,8 +327,8 @@ class _Analysis:
                 _header_fields(timestamp, seq, ttl, options), mptcp=capable is not None,
                 mptcp_version=capable["version"] if capable else None, mp_join=join is not None, count=1,
                 rtt_ms=round((timestamp - syn_time) * 1000, 3))
-        if capable is not None and "version" in capable:
-            self._capable_synack(side, timestamp, capable)
+        if capable is not None:
+            self._capable_synack(side, capable)
         elif join is not None and flow.client.connection is not None:
             flow.established = True
             flow.backup = flow.backup or bool(join.get("backup"))
@@ -382,20 +381,14 @@ class _Analysis:
             connection.idsn[end] = idsn
         placeholder = self.by_token.get(token)
         if placeholder is not None and placeholder is not connection:
-            self._merge(placeholder, connection)
+            # subflows joined (in an earlier capture) before their connection was seen: their MP_JOIN
+            # SYN went to this end
+            for flow in placeholder.subflows:
+                self._attach(flow, connection, flow.kind, reversed_ends=end == 0)
+            placeholder.subflows = []
         self.by_token[token] = connection
 
-    def _merge(self, placeholder, connection):
-        """Move the subflows of a connection known only by a token into CONNECTION."""
-        for flow in placeholder.subflows:
-            flow.client.connection = flow.server.connection = connection
-            flow.index = len(connection.subflows)
-            connection.subflows.append(flow)
-            if flow.handshake is not None:
-                flow.handshake["connection"] = connection.id
-        placeholder.subflows = []
-
-    def _capable_synack(self, side, timestamp, capable):
+    def _capable_synack(self, side, capable):
         flow = side.flow
         syn = flow.syn_mptcp
         syn_capable = syn if syn is not None and syn["subtype"] == MP_CAPABLE else None
@@ -410,7 +403,7 @@ class _Analysis:
         if syn_capable is not None:
             self._learn_key(connection, 0, syn_capable.get("sender_key"))
 
-    def _join_syn(self, flow, join, timestamp):
+    def _join_syn(self, flow, join):
         token = join["token"]
         connection = self.by_token.get(token)
         if connection is None:  # the connection's own handshake was not captured
@@ -423,7 +416,7 @@ class _Analysis:
         flow.backup = bool(join["backup"])
         flow.address_id = join["address_id"]
 
-    def _midstream_mptcp(self, side, timestamp, seq, flags, payload, options, complete):
+    def _midstream_mptcp(self, side, timestamp, seq, payload, options, complete):
         """An MPTCP option on a flow not (yet) part of a connection."""
         flow = side.flow
         found = mptcp_options(options)
@@ -448,9 +441,9 @@ class _Analysis:
             flow.established = True
         else:
             return
-        self._mptcp(side, timestamp, seq, flags, payload, options, complete)
+        self._mptcp(side, timestamp, seq, payload, options, complete)
 
-    def _mptcp(self, side, timestamp, seq, flags, payload, options, complete):
+    def _mptcp(self, side, timestamp, seq, payload, options, complete):
         """A non-SYN segment of an MPTCP subflow."""
         found = mptcp_options(options) if options else ()
         if not found:

@@ -182,8 +182,8 @@ def _write_xplot(path, log, key, extent, title, labels):
     with open(path, "w") as handle:
         handle.write("double double\ntitle\n%s\nxlabel\ntime (s)\nylabel\ndata sequence number\n" % title)
         for index in sorted(extent.subflows):
-            handle.write("%s\natext %.6f %d\n%s\n" % (XPLOT_COLOURS[index % len(XPLOT_COLOURS)], 0.0,
-                                                     extent.highest, _label(labels, index)))
+            colour = XPLOT_COLOURS[index % len(XPLOT_COLOURS)]
+            handle.write("%s\natext %.6f %d\n%s\n" % (colour, 0.0, extent.highest, _label(labels, index)))
         colour = None
         for kind, subflow, timestamp, first, last in log.records(key):
             wanted = "white" if kind == ACK else XPLOT_COLOURS[subflow % len(XPLOT_COLOURS)]

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 ---
 module: trace_info
-short_description: Analyse packet captures: TCP handshakes, MPTCP connections and middleboxes
+short_description: Analyse packet captures for TCP handshakes, MPTCP connections and middleboxes
 version_added: 0.1.0
 description:
   - Reads pcap or pcapng captures on the managed host in one streaming pass (memory stays flat
@@ -37,8 +37,8 @@ options:
   plot_dir:
     description:
       - Folder (created if missing) to write a PNG time-sequence plot into, per MPTCP connection and
-        direction, named C(c2s_seq_ID.png) and C(s2c_seq_ID.png): data sequence numbers against time,
-        one colour per subflow, data ACKs as a grey line.
+        direction, named C(c2s_seq_ID.png) and C(s2c_seq_ID.png), showing data sequence numbers against
+        time, one colour per subflow, and the data ACKs as a grey line.
     type: path
   xplot_dir:
     description:
