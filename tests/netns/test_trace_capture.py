@@ -21,6 +21,7 @@ from mpsocks_testlib import sh, unique_name
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 
 from test_trace_analysis import assert_matches_tshark  # noqa: E402
+from test_trace_packet import assert_frames_match_tshark  # noqa: E402
 from test_trace_plot import read_png  # noqa: E402
 
 pytestmark = pytest.mark.root
@@ -213,6 +214,7 @@ def test_mptcp_download_with_two_subflows(tmp_path, family):
     report = analyze([everywhere], plot_dir=tmp_path / "plots")
     assert report["files"][0]["link_types"] == ["linux-sll2"]
     assert_matches_tshark(everywhere, report)
+    assert_frames_match_tshark(everywhere)
     [connection] = report["connections"]
     assert connection["version"] == 1 and connection["fallback"] is None
     initial, join = connection["subflows"]
@@ -239,6 +241,7 @@ def test_mptcp_download_with_two_subflows(tmp_path, family):
     alone = analyze([second_link])
     assert alone["files"][0]["link_types"] == ["ethernet"] and alone["files"][0]["truncated"] > 0
     assert_matches_tshark(second_link, alone)
+    assert_frames_match_tshark(second_link)
     [partial] = alone["connections"]
     assert partial["server_token"] == connection["server_token"] and partial["handshake_seen"] is False
     [subflow] = partial["subflows"]

@@ -457,6 +457,24 @@ def _port_of(ip):
     return ({40000, 40001} & {int.from_bytes(ip[20:22], "big"), int.from_bytes(ip[22:24], "big")}).pop()
 
 
+def test_join_from_the_server_captured_before_its_connection(tmp_path):
+    """The server opens the extra subflow (its MP_JOIN carries the client's token), in an earlier file."""
+    joins, initial = Conversation(), Conversation()
+    token_a, _ = key_token(KEY_A, 1)
+    joins.send(SERVER, CLIENT2, 50000, 7000, seq=1, flags=SYN, options=mp_join_syn(token_a, 1, address_id=2))
+    joins.send(
+        CLIENT2, SERVER, 7000, 50000, seq=9, ack=2, flags=SYN | ACK, options=mp_join_synack(b"h" * 8, 2)
+    )
+    joins.send(SERVER, CLIENT2, 50000, 7000, seq=2, ack=10, flags=ACK, payload=b"s" * 300)
+    handshake(initial, CLIENT, SERVER, 40000)
+    report = analyze([joins.write(tmp_path / "a.pcap"), initial.write(tmp_path / "b.pcap")])
+    [connection] = report["connections"]
+    first, joined = connection["subflows"]
+    assert (first["kind"], joined["kind"]) == ("initial", "join")
+    assert joined["client"] == {"address": CLIENT2, "port": 7000}
+    assert joined["bytes"] == {"client_to_server": 0, "server_to_client": 300}
+
+
 def test_join_whose_connection_was_not_captured(tmp_path):
     talk = Conversation()
     mptcp_download(talk)

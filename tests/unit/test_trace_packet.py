@@ -22,7 +22,9 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.trace_pcap import Ca
 from test_trace_pcap import (
     ACK,
     FIN,
+    LAB_TRACES,
     PSH,
+    SEED,
     SYN,
     add_addr_v0,
     add_addr_v1,
@@ -39,6 +41,7 @@ from test_trace_pcap import (
     mp_prio,
     mp_tcprst,
     mss,
+    need_seed,
     pcap,
     remove_addr,
     sack_permitted,
@@ -412,3 +415,44 @@ def test_tokens_match_tshark(tmp_path):
 )
 def test_initial_ttl(ttl, initial):
     assert initial_ttl(ttl) == initial
+
+
+def assert_frames_match_tshark(path):
+    """For every TCP frame of PATH: TTL, flags, MSS, window scale, MPTCP subtypes and payload length."""
+    expected = tshark(
+        path,
+        [
+            "ip.ttl",
+            "ipv6.hlim",
+            "tcp.flags",
+            "tcp.options.mss_val",
+            "tcp.options.wscale.shift",
+            "tcp.options.mptcp.subtype",
+            "tcp.len",
+        ],
+        "tcp",
+    )
+    got = []
+    for _, _, data, missing in Capture(path):
+        segment = parse_tcp(data, missing)
+        if segment:
+            _, ttl, _, _, flags, _, length, raw, _ = segment
+            options = parse_options(raw)
+            got.append(
+                [
+                    str(ttl),
+                    f"0x{flags:04x}",
+                    "" if options["mss"] is None else str(options["mss"]),
+                    "" if options["wscale"] is None else str(options["wscale"]),
+                    ",".join(str(option["subtype"]) for option in options["mptcp"]),
+                    str(length),
+                ]
+            )
+    assert got == [[row[0] or row[1], *row[2:]] for row in expected]
+
+
+@pytest.mark.parametrize("path", [*SEED.values(), *LAB_TRACES], ids=lambda path: path.name)
+def test_real_captures_frame_by_frame(path):
+    if not path.exists():
+        need_seed()
+    assert_frames_match_tshark(path)
