@@ -16,6 +16,8 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.trace_analysis impor
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.trace_analysis import format_report
 
 PROG = "mpsocks-run"
+#: Exit status when a capture file is missing, empty, cut short or not a capture.
+EXIT_BAD_INPUT = 2
 _DESCRIPTION = """\
 Analyse pcap/pcapng captures (Ethernet, Linux cooked SLL/SLL2 as `tcpdump -i any` writes, raw IP;
 IPv4 and IPv6; snaplen-cut packets) in one streaming pass: every TCP handshake (SYN and SYN/ACK TTL,
@@ -50,11 +52,11 @@ def add_parser(verbs) -> argparse.ArgumentParser:
 
 
 def analyze(args: argparse.Namespace) -> int:
-    """Print the analysis of ARGS.files; 0 when done, 2 (one line on stderr) on bad input."""
+    """Print the analysis of ARGS.files; 0 when done, EXIT_BAD_INPUT (one line on stderr) on bad input."""
     try:
         report = analyze_captures(args.files, plot_dir=args.plot, xplot_dir=args.xplot)
     except MpsocksError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr, flush=True)
-        return 2
+        return EXIT_BAD_INPUT
     print(json.dumps(report, indent=2) if args.json else format_report(report), flush=True)
     return 0
