@@ -112,8 +112,17 @@ class KernelObject(abc.ABC):
                 "before": before or {},
                 "after": after or {},
             },
-            self.kind: self.as_config(after) if after else {},
+            self.kind: self.config_of(after),
         }
+
+    def config_of(self, state):
+        """STATE as module input, with the namespace it is in (so it comes back to the same place)."""
+        if not state:
+            return {}
+        config = self.as_config(state)
+        if "netns" in self.params:
+            config = dict(config, netns=self.params["netns"])
+        return config
 
     def _apply_or_restore(self, before, after):
         """Apply; if that fails half way, put back what was there, and say if that fails too."""
