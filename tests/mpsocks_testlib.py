@@ -223,9 +223,13 @@ def runner_env() -> dict:
     return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "runner"), str(collections_root())]))
 
 
-def mpsocks_run(*args: str, artifacts: Path) -> tuple[int, str]:
-    """The CLI from this checkout, as a user runs it; returns (exit code, stdout + stderr)."""
-    proc = subprocess.run([sys.executable, "-m", "mpsocks", *args, "--artifacts-dir", str(artifacts)],
+def mpsocks_run(*args: str, artifacts: Path | None) -> tuple[int, str]:
+    """The CLI from this checkout, as a user runs it; returns (exit code, stdout + stderr).
+
+    ARTIFACTS: where a verb that runs a play keeps its run folders (None for one that runs none).
+    """
+    where = ["--artifacts-dir", str(artifacts)] if artifacts is not None else []
+    proc = subprocess.run([sys.executable, "-m", "mpsocks", *args, *where],
                           capture_output=True, text=True, env=runner_env())
     return proc.returncode, proc.stdout + proc.stderr
 

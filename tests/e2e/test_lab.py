@@ -73,7 +73,7 @@ def running_lab(artifacts, *args):
     rc, output = mpsocks_run("lab", "up", "--name", name, *args, artifacts=artifacts)
     try:
         assert rc == 0, output
-        rc, status = mpsocks_run("lab", "status", "--name", name, "--json", artifacts=artifacts)
+        rc, status = mpsocks_run("lab", "status", "--name", name, "--json", artifacts=None)
         assert rc == 0, status
         yield name, json.loads(status), output
     finally:
@@ -306,7 +306,7 @@ def test_optimizer_rate_makes_plain_tcp_faster_then_reconfigure(artifacts):
         isp = status["uplinks"][0]["isp_netns"]
         assert "mpsocks_lab" not in subprocess.run(["ip", "netns", "exec", isp, "nft", "list", "tables"],
                                                    capture_output=True, text=True, check=True).stdout
-        rc, status_text = mpsocks_run("lab", "status", "--name", name, artifacts=artifacts)
+        rc, status_text = mpsocks_run("lab", "status", "--name", name, artifacts=None)
         assert rc == 0 and "middlebox none" in status_text and "optimizer" not in status_text, status_text
         assert not (RUN_ROOT / name / "optimizer-isp0.pid").exists()
         rc, output = mpsocks_run("lab", "up", "--name", name, *lab_args, artifacts=artifacts)

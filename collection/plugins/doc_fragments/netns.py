@@ -15,7 +15,7 @@ options:
   netns:
     description:
       - Name of a network namespace (as in C(ip netns list)) to act in instead of the current one,
-        for every item of O(config) that names none of its own.
+        for every object that names none of its own.
       - The module enters it with C(setns) before it reads or changes an item, so every object
         of that item is that namespace's.
     type: str
