@@ -1,7 +1,6 @@
 """The lab's plan: names, addresses, hops, shapers, middleboxes, servers, and bad settings."""
 
 import ipaddress
-import re
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,36 @@ def test_default_lab_is_two_uplinks_twelve_hops_in_namespaces():
     assert uplinks == [
         ("lab0", "198.18.0.2/24", "198.18.0.1", 20, "none"),
         ("lab1", "198.18.1.2/24", "198.18.1.1", 20, "none")]
-    assert plan["server_ttl_at_host"] == 52 and plan["lab_rule"] is None
+    assert plan["server_ttl_at_host"] == 52 and plan["owner"] == "lab:mpslab"
+    assert [r["netns"] for r in plan["policy_routes"]] == ["mpslab-host", "mpslab-host"]
     assert plan["servers"] == {"check": "http://198.19.0.10/", "download": "http://198.19.0.11/",
                                "plain": "http://198.19.0.12/"}
-    assert plan["middleboxes"] == []
+    assert [m["kind"] for m in plan["middleboxes"]] == ["none", "none"]
     assert {d["name"] for d in plan["daemons"]} == {"check", "download", "plain"}
+    assert plan["daemons"][0]["argv"][:2] == ["python3", "/run/mpsocks/lab/mpslab/mpsocks_lab_server.py"]
+    assert plan["namespace_config"] == [{"name": netns} for netns in plan["namespaces"]]
+    assert plan["mptcp_endpoints"] == [{"netns": "mpslab-host", "address": "198.18.1.2", "dev": "lab1",
+                                        "flags": ["subflow"]}]
+    assert [limits["netns"] for limits in plan["mptcp_limits"]] == ["mpslab-net", "mpslab-host"]
+
+
+def test_every_list_is_its_modules_config():
+    """The role hands each list to one module call: its items hold that module's options only."""
+    options = {
+        "links": {"netns", "name", "addresses", "peer_netns", "peer", "peer_addresses"},
+        "sysctls": {"netns", "name", "value"},
+        "routes": {"netns", "to", "via", "dev", "metric"},
+        "policy_routes": {"netns", "table", "source", "destination", "routes"},
+        "shapers": {"netns", "dev", "rate_mbit", "classes"},
+        "middleboxes": {"netns", "interface", "kind", "proxy_port"},
+        "mptcp_limits": {"netns", "subflows", "add_addr_accepted", "enabled"},
+        "mptcp_endpoints": {"netns", "address", "dev", "flags"},
+        "daemons": {"netns", "name", "argv", "ready_port"},
+    }
+    for settings in ({}, {"host_netns": False, "uplinks": [20, {"middlebox": "optimizer"}]}):
+        plan = lab_plan(settings)
+        for key, allowed in options.items():
+            assert all(set(item) <= allowed for item in plan[key]), (key, plan[key])
 
 
 def _sides(link):
@@ -74,21 +98,19 @@ def test_addresses_are_unique_and_inside_the_benchmarking_block():
     assert len(addresses) == len(set(addresses))
     block = ipaddress.ip_network("198.18.0.0/15")
     assert all(ipaddress.ip_interface(a).ip in block for a in addresses)
-    names = [netns for netns in plan["namespaces"]]
-    assert all(re.fullmatch(plan["namespace_pattern"], n) for n in names)
-    assert not re.fullmatch(plan["namespace_pattern"], "mpslab2-host")
+    assert len(plan["namespaces"]) == len(set(plan["namespaces"])) == 1 + 8 + 39 + 1
 
 
 def test_middleboxes_optimizer_rate_and_shapers():
     plan = lab_plan({"uplinks": [20, {"rate_mbit": 5, "middlebox": "optimizer", "optimizer_rate_mbit": 40},
                                  {"middlebox": "strip"}]})
     assert [(m["netns"], m["kind"]) for m in plan["middleboxes"]] == [
-        ("mpslab-isp1", "optimizer"), ("mpslab-isp2", "strip")]
+        ("mpslab-isp0", "none"), ("mpslab-isp1", "optimizer"), ("mpslab-isp2", "strip")]
     shaper = [s for s in plan["shapers"] if s["netns"] == "mpslab-isp1" and s["dev"] == "cust"][0]
     assert shaper["rate_mbit"] == 5 and shaper["classes"] == [{"id": 0x20, "rate_mbit": 40}]
     optimizer = [d for d in plan["daemons"] if d["name"] == "optimizer-isp1"][0]
-    assert optimizer["netns"] == "mpslab-isp1" and "--priority" in optimizer["args"]
-    assert optimizer["args"][optimizer["args"].index("--priority") + 1] == str(0x10020)
+    assert optimizer["netns"] == "mpslab-isp1" and "--priority" in optimizer["argv"]
+    assert optimizer["argv"][optimizer["argv"].index("--priority") + 1] == str(0x10020)
     assert len(plan["shapers"]) == 6  # both directions of each uplink
 
 
@@ -97,8 +119,10 @@ def test_root_mode_adds_only_lab_interfaces_rules_and_tables():
     assert plan["host_netns"] is None and "mpslab-host" not in plan["namespaces"]
     assert [link["name"] for link in plan["links"] if link["netns"] is None] == ["tlab0", "tlab1"]
     assert [route for route in plan["routes"] if route["netns"] is None] == []  # main table untouched
-    assert plan["lab_rule"]["table"] == 7008 and plan["lab_rule"]["destination"] == "198.18.0.0/15"
-    assert [rule["table"] for rule in plan["source_rules"]] == [7000, 7001]
+    assert [(rule["table"], rule["netns"]) for rule in plan["policy_routes"]] == [
+        (7000, None), (7001, None), (7008, None)]
+    assert plan["policy_routes"][-1]["destination"] == "198.18.0.0/15"
+    assert plan["mptcp_endpoints"] == [] and plan["tables"] == list(range(7000, 7009))
 
 
 @pytest.mark.parametrize("settings, needle", [
