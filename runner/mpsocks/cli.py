@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.locking import Lock, holder
 
-from mpsocks import lab
+from mpsocks import analyze, lab
 from mpsocks.playbook_run import (
     EXIT_BUSY,
     EXIT_CANCELLED,
@@ -47,11 +47,12 @@ _EXAMPLES = f"""examples:
   mpsocks-run host up --uplinks veth0 --netns lab -v
   mpsocks-run lab up --rates 20,5 --middlebox 1=optimizer
   mpsocks-run lab status --json
+  mpsocks-run analyze --json nomptcp.pcap mptcp.pcap
 
 exit status:
   {EXIT_OK}   the play succeeded
   {EXIT_ERROR}   an error outside the play (the message says which)
-  {EXIT_FAILED}   a task failed
+  {EXIT_FAILED}   a task failed (analyze: a capture could not be read)
   {EXIT_UNREACHABLE}   a host (or namespace) could not be reached
   {EXIT_USAGE}   bad command-line input; nothing was run
   {EXIT_BUSY}   another run holds the same target and --no-wait was given
@@ -328,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(command=lab_status)
     add_lab_name_option(status)
     status.add_argument("--json", action="store_true", help="print the topology as JSON")
+    analyze.add_parser(verbs)
     return parser
 
 

@@ -237,3 +237,16 @@ def test_a_second_run_waits_for_the_first_and_says_so(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, out + err
     assert "changed=0" in out
+
+
+SEED_TRACES = Path(__file__).resolve().parents[3] / "shared" / "seed-traces"
+
+
+def test_analyze_is_a_verb_of_mpsocks_run(capsys, tmp_path):
+    assert cli.main(["analyze", *sorted(str(p) for p in SEED_TRACES.iterdir())]) == 0
+    assert "Middlebox verdict: terminating-proxy" in capsys.readouterr().out
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(b"")
+    assert cli.main(["analyze", str(empty)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and str(empty) in err
