@@ -16,6 +16,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 COLLECTION = REPO / "collection"
+#: The seed project's three real captures: beside the checkout in ../shared, as in every work area.
+_SEED_PLACES = (REPO.parent / "shared" / "seed-traces", Path("/work/shared/seed-traces"))
+SEED_TRACES = next((path for path in _SEED_PLACES if path.is_dir()), _SEED_PLACES[0])
 _counter = itertools.count()
 #: Every name unique_name() handed out in this test run.
 CREATED: set[str] = set()

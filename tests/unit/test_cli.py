@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.locking import Lock
-from mpsocks_testlib import runner_env, unique_name
+from mpsocks_testlib import SEED_TRACES, runner_env, unique_name
 
 RUNNER = Path(__file__).resolve().parents[2] / "runner"
 sys.path.insert(0, str(RUNNER))
@@ -239,7 +239,7 @@ def test_a_second_run_waits_for_the_first_and_says_so(tmp_path):
     assert "changed=0" in out
 
 
-SEED_TRACES = Path(__file__).resolve().parents[3] / "shared" / "seed-traces"
+
 
 
 def test_analyze_is_a_verb_of_mpsocks_run(capsys, tmp_path):

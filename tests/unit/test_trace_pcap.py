@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.trace_pcap import Capture
+from mpsocks_testlib import SEED_TRACES
 
 REPO = Path(__file__).resolve().parents[2]
-SEED_TRACES = Path("/work/shared/seed-traces")
 SEED = {name: SEED_TRACES / name for name in ("nomptcp_ttl10", "mptcp_ttl64", "mptcp_ttl10")}
 LAB_TRACES = sorted((REPO / "traces").glob("*.pcap"))
 
@@ -25,8 +25,7 @@ FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 
 def need_seed():
-    if not SEED_TRACES.is_dir():
-        pytest.skip("the seed's captures are not in /work/shared/seed-traces")
+    assert SEED_TRACES.is_dir(), f"the seed's captures are not in {SEED_TRACES}"
 
 
 def tshark(path: Path, fields: list[str], display_filter: str | None = None) -> list[list[str]]:
