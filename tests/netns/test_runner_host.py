@@ -81,3 +81,19 @@ def test_an_unreachable_namespace_says_why(uplinks, tmp_path):
     assert rc == 4, output
     cause = r"unreachable \[mpsocks-no-such-ns\].*\n +.*mpsocks-no-such-ns.*does not exist"
     assert re.search(cause, output), output
+
+
+def test_two_runs_at_once_take_turns(netns, uplinks, tmp_path):
+    """Issue 7 #3: two `host up` at once once left mptcp0 without its address; now the second waits."""
+    up = [sys.executable, "-m", "mpsocks", "host", "up", "--netns", netns, "--uplinks", "up0",
+          "--artifacts-dir", str(tmp_path / "runs")]
+    for _ in range(3):
+        runs = [subprocess.Popen(up, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=runner_env()) for _ in range(2)]
+        outputs = [run.communicate(timeout=180) for run in runs]
+        assert [run.returncode for run in runs] == [0, 0], outputs
+        assert sum("waiting for" in err for _, err in outputs) == 1, outputs
+        assert "10.66.6.1/24" in sh("ip", "-o", "addr", "show", "mptcp0", netns=netns)
+        assert sh("sysctl", "-n", "net.ipv4.conf.mptcp0.forwarding", netns=netns).strip() == "1"
+        rc, output = mpsocks_run("host", "down", "--netns", netns, artifacts=tmp_path / "runs")
+        assert rc == 0, output
