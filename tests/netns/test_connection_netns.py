@@ -22,8 +22,9 @@ PLAYBOOK = """
         dest: "{{ workdir }}/templated.txt"
     - name: a collection module acts in the namespace without a netns option
       mpsocks.mptcp.tap:
-        name: mptcp0
-        addresses: [10.66.6.1/24]
+        config:
+          - name: mptcp0
+            addresses: [10.66.6.1/24]
     - name: record which of the machine's own interfaces the command saw
       ansible.builtin.copy:
         content: "{{ links.stdout | from_json | map(attribute='ifname') | select('in', own) | list }}"
