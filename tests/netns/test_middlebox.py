@@ -131,7 +131,8 @@ def test_each_kind_check_mode_idempotent_switch_and_absent(netns):
     created = run_item("middlebox", kind="strip", **args)
     keys = ("changed", "diff", "middlebox", "chains")
     assert [created[k] for k in keys] == [predicted[k] for k in keys]
-    assert created["middlebox"] == {"table": TABLE, "kind": "strip", "interface": SUB, "proxy_port": None}
+    assert created["middlebox"] == {"table": TABLE, "kind": "strip", "interface": SUB, "proxy_port": None,
+                                    "netns": netns}
     assert created["chains"] == {"forward": [line for _, line in STRIP_LINES]}
     assert nft_lines(netns) == STRIP_LINES
     # The table carries mpsocks' mark, as nft itself shows it.
@@ -139,7 +140,7 @@ def test_each_kind_check_mode_idempotent_switch_and_absent(netns):
     assert run_item("middlebox", kind="strip", **args)["changed"] is False
     assert run_item("middlebox", check=True, kind="strip", **args)["changed"] is False
     # The returned table is module input: fed back, it changes nothing.
-    assert run_item("middlebox", netns=netns, **created["middlebox"])["changed"] is False
+    assert run_item("middlebox", **created["middlebox"])["changed"] is False
 
     # Switching kind replaces the rules: the diff shows both as rule lines, check mode predicts it.
     predicted = run_item("middlebox", check=True, kind="drop-mptcp", **args)

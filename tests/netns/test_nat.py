@@ -108,7 +108,7 @@ def test_create_read_back_idempotent_check_mode_and_remove(netns):
     keys = ("changed", "diff", "nat", "forwarding", "restore")
     assert [created[k] for k in keys] == [predicted[k] for k in keys]
     assert created["nat"] == {"name": "mptcp0", "table": "mpsocks", "source": "10.66.6.0/24",
-                              "out_interface": "up0", "in_interface": "mptcp0"}
+                              "out_interface": "up0", "in_interface": "mptcp0", "netns": netns}
     assert created["forwarding"] == {"up0": 1}
     assert created["restore"] == {"up0": {"index": ifindex(netns, "up0"), "forwarding": 0}}
     # The table carries mpsocks' mark, as nft itself shows it.
@@ -128,7 +128,7 @@ def test_create_read_back_idempotent_check_mode_and_remove(netns):
     assert run_item("nat", **args)["changed"] is False
     assert run_item("nat", check=True, **args)["changed"] is False
     # The returned entry is module input: fed back, it changes nothing.
-    assert run_item("nat", netns=netns, **created["nat"])["changed"] is False
+    assert run_item("nat", **created["nat"])["changed"] is False
 
     present = snapshot(netns)
     gone = run_item("nat", check=True, name="mptcp0", state="absent", netns=netns)
