@@ -63,7 +63,7 @@ def test_update_addresses_state_and_owner(netns):
     changed = run_item("tap", **change)
     assert changed["changed"] is True and changed["tap"] == predicted["tap"]
     assert changed["tap"] == {"name": "mptcp1", "owner": "65534", "group": None,
-                              "addresses": ["10.66.7.9/24"], "up": False, "forwarding": False}
+                              "addresses": ["10.66.7.9/24"], "up": False, "forwarding": False, "netns": netns}
     info = tun_info(netns, "mptcp1")
     assert info["user"] == "nobody" and "UP" not in info["flags"]
     # Options left out are not managed: owner and addresses stay as they are.
