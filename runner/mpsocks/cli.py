@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.metadata
 import ipaddress
 import json
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.locking import Lock, holder
 
-from mpsocks import analyze, lab
+from mpsocks import analyze, lab, stack
 from mpsocks.playbook_run import (
     EXIT_BUSY,
     EXIT_CANCELLED,
@@ -90,14 +91,16 @@ def parse_uplinks(text: str) -> list[str | dict[str, str]]:
     return uplinks
 
 
-def _uplink(item: str) -> str | dict[str, str]:
-    """``IF`` -> ``'IF'``; ``IF=GW`` -> ``{'name': 'IF', 'gateway': 'GW'}``."""
+def _uplink(item: str) -> str | dict:
+    """``IF`` -> ``'IF'``; ``IF=GW`` -> ``{'name': 'IF', 'gateway': 'GW'}``; ``IF:backup`` adds ``backup``."""
+    item, backup = (item[:-len(":backup")], True) if item.endswith(":backup") else (item, False)
     name, has_gateway, gateway = item.partition("=")
     interface_name(name)
+    uplink = {"name": name} | ({"backup": True} if backup else {})
     if not has_gateway:
-        return name
+        return uplink if backup else name
     try:
-        return {"name": name, "gateway": str(ipaddress.ip_address(gateway))}
+        return uplink | {"gateway": str(ipaddress.ip_address(gateway))}
     except ValueError:
         raise argparse.ArgumentTypeError(f"gateway {gateway!r} of {name} is not an IP address") from None
 
@@ -120,6 +123,18 @@ def netns_name(name: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{name!r} is not a network namespace name (letters, digits, '.', '_', '-')")
     return name
+
+
+def parse_cidrs(text: str) -> list[str]:
+    """``198.19.0.0/24,203.0.113.7`` -> ``['198.19.0.0/24', '203.0.113.7/32']``."""
+    cidrs = []
+    for item in text.split(","):
+        try:
+            cidrs.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{item.strip()!r} is not a destination (CIDR), e.g. 198.19.0.0/24") from None
+    return cidrs
 
 
 def parse_rates(text: str) -> list[float]:
@@ -188,6 +203,35 @@ def host_up(args: argparse.Namespace) -> Play:
 def host_down(args: argparse.Namespace) -> Play:
     """``host down``: remove what ``host up`` made."""
     return _host_network(args.netns, [], "absent")
+
+
+def stack_up(args: argparse.Namespace) -> Play:
+    """``up``: the guest, the host side and the proxy stack, then the check; recorded for ``down`` first."""
+    if args.backend == "libvirt":
+        raise UsageError("--backend libvirt: not available yet (the VM backend comes next); "
+                         "use --backend netns")
+    if args.lab is None and not args.uplinks:
+        raise UsageError("give --uplinks IF,IF... (your uplinks) or --lab (a lab's)")
+    lab_settings = None
+    if args.lab is not None:
+        if args.uplinks:
+            raise UsageError("--uplinks and --lab: the lab brings its own uplinks; give one of them")
+        built, running = stack.lab_stack(args.lab, args.via_guest)
+        lab_settings = None if running else {"name": args.lab}
+    else:
+        built = stack.Stack(uplinks=args.uplinks, via_guest=args.via_guest)
+    if args.check_url:
+        built = dataclasses.replace(built, check_url=args.check_url)
+    return Play(data_file("playbooks/boot_socks.yml"), built.inventory(), built.extravars(lab_settings),
+                target="stack", before_run=lambda: stack.save(built))
+
+
+def stack_down(args: argparse.Namespace) -> Play:
+    """``down``: everything up made (and the lab, when up made it), found from the kernel and the record."""
+    recorded = stack.load() or stack.Stack()
+    lab_settings = {"name": recorded.lab} if recorded.lab and recorded.lab_made else None
+    return Play(data_file("playbooks/teardown.yml"), recorded.inventory(), recorded.extravars(lab_settings),
+                target="stack", after_success=stack.forget)
 
 
 def _lab(name: str, state: str, settings: dict | None = None) -> Play:
@@ -303,6 +347,28 @@ def build_parser() -> argparse.ArgumentParser:
                  "mpsocks-run host down")
     add_netns_option(down)
 
+    up_verb = _verb(verbs, "up", stack_up, "MPTCP over every uplink for every application: guest, host side, "
+                    "SOCKS5 proxy, socksifier, check", "mpsocks-run up --lab")
+    up_verb.add_argument("--uplinks", type=parse_uplinks, metavar="IF[=GW][:backup],...",
+                         help="your uplinks, comma-separated; IF=GW sets a gateway, :backup makes an uplink "
+                              "an MPTCP backup (used only when the others fail)")
+    up_verb.add_argument("--lab", nargs="?", const=lab.DEFAULTS["name"], type=lab_name, metavar="NAME",
+                         help="use a lab's uplinks instead (bringing the lab up first unless it is up; "
+                              "default name mpslab)")
+    up_verb.add_argument("--backend", choices=stack.BACKENDS, default="netns",
+                         help="the guest: a network namespace using this kernel's MPTCP (netns, the default "
+                              "for now) or a libvirt VM with its own MPTCP kernel (libvirt, not yet)")
+    up_verb.add_argument("--via-guest", type=parse_cidrs, default=[], metavar="CIDR,...",
+                         help="route these destinations through the guest, where the socksifier takes "
+                              "any application's traffic to them through the proxy")
+    up_verb.add_argument("--check-url", metavar="URL",
+                         help=f"the MPTCP check server (default {stack.CHECK_URL}; a lab's own in a lab)")
+    up_verb.add_argument("--foreground", action="store_true",
+                         help="stay up, and tear everything down on Ctrl-C (as the seed's boot_socks "
+                              "did)")
+    _verb(verbs, "down", stack_down, "remove what up made (also after an interrupted up); a no-op when "
+          "nothing is up", "mpsocks-run down")
+
     lab_verbs = _group(verbs, "lab", "a hermetic internet in network namespaces to try mpsocks offline",
                        "mpsocks-run lab up && mpsocks-run lab status")
     up = _verb(lab_verbs, "up", lab_up, "build the lab: shaped uplinks, router hops, middleboxes, servers",
@@ -399,14 +465,26 @@ def run(name: str, play: Play, options: RunOptions, cancel: threading.Event, no_
         print("cancelled", file=sys.stderr, flush=True)
         return EXIT_CANCELLED
     try:
+        if play.before_run is not None and not options.check:
+            play.before_run()
         display = Progress(verbose=options.verbosity > 0, diff=options.diff)
         result = run_playbook(name, play, options, display=display, cancel=cancel)
+        if result.exit_code == EXIT_OK and play.after_success is not None and not options.check:
+            play.after_success()
     finally:
         lock.release()
     if result.status == "canceled":
         print("cancelled", file=sys.stderr, flush=True)
     print(f"{display.summary()}; artifacts: {result.artifacts}", flush=True)
     return result.exit_code
+
+
+def stay_up(args: argparse.Namespace, options: RunOptions, cancel: threading.Event) -> int:
+    """``up --foreground``: wait for Ctrl-C, then take everything down."""
+    print(f"{PROG}: up; Ctrl-C takes it all down", file=sys.stderr, flush=True)
+    cancel.wait()
+    cancel.clear()
+    return run("down", stack_down(args), options, cancel, no_wait=False)
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -423,7 +501,10 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             if "command" in args:
                 return args.command(args)
-            return run(args.run_name, args.play(args), run_options(args), cancel, no_wait=args.no_wait)
+            code = run(args.run_name, args.play(args), run_options(args), cancel, no_wait=args.no_wait)
+            if code == EXIT_OK and getattr(args, "foreground", False) and not args.check:
+                code = stay_up(args, run_options(args), cancel)
+            return code
         except UsageError as exc:
             return _error(exc, EXIT_USAGE)
         except Busy as exc:

@@ -44,6 +44,10 @@ class Play:
     inventory: Path | dict
     extravars: dict = field(default_factory=dict)
     target: str = "host"
+    # Bookkeeping of the verb, done only when the run may change things (not --check), under the target's
+    # lock: before the playbook starts, and after it succeeded.
+    before_run: Callable[[], None] | None = None
+    after_success: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)

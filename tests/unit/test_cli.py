@@ -250,3 +250,35 @@ def test_analyze_is_a_verb_of_mpsocks_run(capsys, tmp_path):
     assert cli.main(["analyze", str(empty)]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and str(empty) in err
+
+
+def test_up_needs_uplinks_or_a_lab_and_no_libvirt_yet(capsys):
+    for argv, needle in ((["up"], "give --uplinks IF,IF... (your uplinks) or --lab"),
+                         (["up", "--lab", "--uplinks", "eth0"], "give one of them"),
+                         (["up", "--lab", "--backend", "libvirt"], "--backend libvirt: not available yet"),
+                         (["up", "--lab", "--via-guest", "198.19.0.0/33"],
+                          "'198.19.0.0/33' is not a destination")):
+        assert cli.main(argv) == 5
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, err
+
+
+def test_up_on_uplinks_of_the_real_host():
+    play = _play(["up", "--uplinks", "wlp1s0,usb0=192.168.42.129:backup", "--via-guest", "198.19.0.0/24"])
+    assert play.playbook.name == "boot_socks.yml" and play.target == "stack"
+    assert play.extravars["mpsocks_uplinks"] == [
+        "wlp1s0", {"name": "usb0", "backup": True, "gateway": "192.168.42.129"}]
+    assert play.extravars["mpsocks_via_guest"] == ["198.19.0.0/24"]
+    assert play.extravars["mpsocks_guest_netns"] == "mpsocks-guest"
+    groups = play.inventory["all"]["children"]
+    assert list(groups["mpsocks_host"]["hosts"]) == ["localhost"]
+    assert groups["mpsocks_guest"]["hosts"]["mpsocks-guest"]["ansible_connection"] == "mpsocks.mptcp.netns"
+
+
+def test_up_in_a_lab_that_is_not_up_brings_it_up_first():
+    name = unique_name("u")[:10].replace("x", "y")
+    play = _play(["up", "--lab", name])
+    assert play.extravars["mpsocks_lab_name"] == name
+    assert play.extravars["mpsocks_uplinks"] == ["lab0", "lab1"]
+    assert play.extravars["mpsocks_guest_netns"] == f"{name}-guest"
+    assert list(play.inventory["all"]["children"]["mpsocks_host"]["hosts"]) == [f"{name}-host"]

@@ -1,0 +1,113 @@
+"""``mpsocks-run up/down``: what the proxy stack is made of, where it is, and what ``up`` left for ``down``.
+
+The stack is a guest (for now a network namespace, the netns backend) joined to the host by one link
+per uplink, with NAT and source routing on the host side and dante and redsocks in the guest. The
+host is the real host, or a lab's host namespace with ``--lab``. ``up`` records the stack in
+STATE_FILE before it changes anything, so ``down`` finds it even after a killed ``up``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.lab import DEFAULTS as LAB_DEFAULTS
+
+STATE_FILE = Path("/run/mpsocks/up.json")
+GUEST = "mpsocks-guest"
+BACKENDS = ("netns", "libvirt")
+#: A checker of upstream MPTCP (v1) on the internet; the lab's own check server in a lab.
+CHECK_URL = "http://check.mptcp.dev/"
+SOCKS_ADDRESS = "10.66.6.2"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Where the proxy stack is: the guest, the host namespace (None: the real host), the uplinks."""
+
+    guest: str = GUEST
+    host_netns: str | None = None
+    uplinks: list = field(default_factory=list)
+    lab: str | None = None
+    lab_made: bool = False  # up made the lab, so down removes it
+    via_guest: list = field(default_factory=list)
+    check_url: str = CHECK_URL
+    dns_servers: list | None = None  # None: the host's
+
+    def inventory(self) -> dict:
+        """The host (local, or its namespace) and the guest (its namespace), as groups of the playbooks."""
+        python = {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}
+        netns = {"ansible_connection": "mpsocks.mptcp.netns", **python}
+        host = {"localhost": {}} if self.host_netns is None else {self.host_netns: dict(netns)}
+        return {"all": {
+            "hosts": {"localhost": {"ansible_connection": "local", **python}},
+            "children": {
+                "mpsocks_host": {"hosts": host},
+                "mpsocks_guest": {"hosts": {self.guest: dict(netns)}},
+            },
+        }}
+
+    def extravars(self, lab_settings: dict | None = None) -> dict:
+        """The playbooks' variables; LAB_SETTINGS (the lab role's) when up must bring the lab up first."""
+        extravars = {
+            "mpsocks_guest_netns": self.guest,
+            "mpsocks_uplinks": self.uplinks,
+            "mpsocks_via_guest": self.via_guest,
+            "mpsocks_check_url": self.check_url,
+        }
+        if self.dns_servers is not None:
+            extravars["mpsocks_dns_servers"] = self.dns_servers
+        for key, value in (lab_settings or {}).items():
+            extravars[f"mpsocks_lab_{key}"] = value
+        return extravars
+
+    def socks_address(self) -> str:
+        return f"{SOCKS_ADDRESS}:1080"
+
+
+def lab_stack(name: str, via_guest: list, run_root: str = LAB_DEFAULTS["run_root"]) -> tuple[Stack, bool]:
+    """The stack on lab NAME's uplinks, and whether that lab is up already (from its recorded plan)."""
+    try:
+        plan = json.loads((Path(run_root) / name / "lab.json").read_text())
+    except FileNotFoundError:
+        from ansible_collections.mpsocks.mptcp.plugins.module_utils.lab import lab_plan
+
+        plan, running = lab_plan({"name": name}), False
+    except ValueError as exc:
+        raise MpsocksError(f"{Path(run_root) / name / 'lab.json'}: not a lab plan ({exc})") from None
+    else:
+        running = True
+    uplinks = [uplink["name"] for uplink in plan["uplinks"]]
+    dns = plan.get("dns")
+    stack = Stack(guest=f"{name}-guest", host_netns=plan["host_netns"], uplinks=uplinks, lab=name,
+                  lab_made=not running, via_guest=via_guest, check_url=plan["servers"]["check"],
+                  dns_servers=[dns["address"]] if dns else None)
+    return stack, running
+
+
+def save(stack: Stack, path: Path = STATE_FILE) -> None:
+    """Record STACK before up changes anything (an earlier record of a lab up made stays so)."""
+    earlier = load(path)
+    if earlier is not None and earlier.lab == stack.lab and earlier.lab_made:
+        stack = replace(stack, lab_made=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(asdict(stack), indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def load(path: Path = STATE_FILE) -> Stack | None:
+    """The recorded stack, or None when up has not run (or down has removed it)."""
+    try:
+        return Stack(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError) as exc:
+        raise MpsocksError(f"{path}: not an mpsocks up record ({exc}); remove it to start afresh") from None
+
+
+def forget(path: Path = STATE_FILE) -> None:
+    path.unlink(missing_ok=True)
