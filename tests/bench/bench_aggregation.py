@@ -1,0 +1,94 @@
+"""Does MPTCP through the proxy add the uplinks up? A benchmark that prints figures, not a pass/fail test.
+
+    .venv/bin/python tests/bench/bench_aggregation.py [--rates 20,20 20,5 20,2] [--seconds 4]
+
+For each pair of uplink rates, in one lab: the plain-TCP download rate over each uplink alone (a client
+on the lab host bound to that uplink's address), then the rate through the guest's SOCKS5 proxy over
+MPTCP with both (curl --socks5-hostname), and the ratio of that to the sum of the single-uplink rates.
+Targets (issue 9): >= 0.97 for 20+20 and 20+5; for 20+2 never below the best uplink alone and >= 0.90.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TESTS))
+
+from mpsocks_testlib import mpsocks_run, unique_name  # noqa: E402
+
+CLIENT = TESTS / "e2e" / "lab_client.py"
+TARGETS = {(20.0, 20.0): 0.97, (20.0, 5.0): 0.97, (20.0, 2.0): 0.90}
+
+
+def plain_rate(lab_host: str, url: str, source: str) -> float:
+    """Mbit/s of one plain-TCP download from the lab host, leaving by the uplink of SOURCE."""
+    argv = ["ip", "netns", "exec", lab_host, sys.executable, str(CLIENT), url, "--bind", source]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=300)
+    got = json.loads(proc.stdout)
+    return got["length"] * 8 / got["seconds"] / 1e6
+
+
+def socks_rate(lab_host: str, url: str, proxy: str) -> float:
+    """Mbit/s of one download through the SOCKS5 proxy (the proxy resolves names), as curl measures it."""
+    argv = ["ip", "netns", "exec", lab_host, "curl", "-s", "-o", "/dev/null", "--socks5-hostname", proxy,
+            "-w", "%{speed_download}", url]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=300)
+    return float(proc.stdout) * 8 / 1e6
+
+
+def measure(rates: tuple[float, float], seconds: float, artifacts: Path) -> dict:
+    name = unique_name("g")[:10].replace("x", "y")
+    rc, output = mpsocks_run("lab", "up", "--name", name, "--rates", ",".join(f"{r:g}" for r in rates),
+                             "--hops", "4", artifacts=artifacts)
+    try:
+        assert rc == 0, output
+        rc, output = mpsocks_run("up", "--lab", name, artifacts=artifacts)
+        assert rc == 0, output
+        plan = json.loads((Path("/run/mpsocks/lab") / name / "lab.json").read_text())
+        host, download = plan["host_netns"], plan["servers"]["download"]
+        singles = []
+        for uplink in plan["uplinks"]:
+            size = int(uplink["rate_mbit"] * 1e6 / 8 * seconds)
+            singles.append(plain_rate(host, f"{download}bytes/{size}", uplink["address"].split("/")[0]))
+        size = int(sum(rates) * 1e6 / 8 * seconds)
+        both = socks_rate(host, f"{download}bytes/{size}", "10.66.6.2:1080")
+        return {"singles": singles, "socks": both}
+    finally:
+        mpsocks_run("down", artifacts=artifacts)
+        mpsocks_run("lab", "down", "--name", name, artifacts=artifacts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", nargs="+", default=["20,20", "20,5", "20,2"], metavar="A,B")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each download at its rate")
+    parser.add_argument("--artifacts", type=Path, default=Path("/tmp/mpsocks-bench-aggregation"))
+    args = parser.parse_args()
+    rows = []
+    for text in args.rates:
+        rates = tuple(float(r) for r in text.split(","))
+        print(f"measuring {text} Mbit/s ...", flush=True)
+        figures = measure(rates, args.seconds, args.artifacts)
+        rows.append((rates, figures))
+    print()
+    print(f"{'uplinks':<10}{'alone (Mbit/s)':>20}{'SOCKS+MPTCP':>14}{'of the sum':>12}{'vs best':>9}"
+          f"{'target':>9}")
+    for rates, figures in rows:
+        total, best = sum(figures["singles"]), max(figures["singles"])
+        ratio = figures["socks"] / total
+        alone = " + ".join(f"{rate:.2f}" for rate in figures["singles"])
+        target = TARGETS.get(rates)
+        met = ratio >= (target or 0) and figures["socks"] >= best
+        verdict = "" if target is None else ("met" if met else "MISSED")
+        print(f"{'+'.join(f'{r:g}' for r in rates):<10}{alone:>20}{figures['socks']:>14.2f}{ratio:>12.3f}"
+              f"{figures['socks'] / best:>9.2f}{(f'>={target}' if target else ''):>9} {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
