@@ -214,10 +214,15 @@ def stack_up(args: argparse.Namespace) -> Play:
         raise UsageError("give --uplinks IF,IF... (your uplinks) or --lab (a lab's)")
     lab_settings = None
     if args.lab is not None:
-        if args.uplinks:
-            raise UsageError("--uplinks and --lab: the lab brings its own uplinks; give one of them")
         built, running = stack.lab_stack(args.lab, args.via_guest)
         lab_settings = None if running else {"name": args.lab}
+        if args.uplinks:  # some of the lab's uplinks, or some as backup
+            names = [uplink if isinstance(uplink, str) else uplink["name"] for uplink in args.uplinks]
+            strangers = [name for name in names if name not in built.uplinks]
+            if strangers:
+                raise UsageError(f"--uplinks: {strangers[0]} is not an uplink of lab {args.lab} "
+                                 f"({', '.join(built.uplinks)})")
+            built = dataclasses.replace(built, uplinks=args.uplinks)
     else:
         built = stack.Stack(uplinks=args.uplinks, via_guest=args.via_guest)
     if args.check_url:
@@ -353,8 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="your uplinks, comma-separated; IF=GW sets a gateway, :backup makes an uplink "
                               "an MPTCP backup (used only when the others fail)")
     up_verb.add_argument("--lab", nargs="?", const=lab.DEFAULTS["name"], type=lab_name, metavar="NAME",
-                         help="use a lab's uplinks instead (bringing the lab up first unless it is up; "
-                              "default name mpslab)")
+                         help="use a lab's uplinks (bringing the lab up first unless it is up; default name "
+                              "mpslab); --uplinks may then pick some of them or make one a backup")
     up_verb.add_argument("--backend", choices=stack.BACKENDS, default="netns",
                          help="the guest: a network namespace using this kernel's MPTCP (netns, the default "
                               "for now) or a libvirt VM with its own MPTCP kernel (libvirt, not yet)")

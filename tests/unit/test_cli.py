@@ -254,7 +254,7 @@ def test_analyze_is_a_verb_of_mpsocks_run(capsys, tmp_path):
 
 def test_up_needs_uplinks_or_a_lab_and_no_libvirt_yet(capsys):
     for argv, needle in ((["up"], "give --uplinks IF,IF... (your uplinks) or --lab"),
-                         (["up", "--lab", "--uplinks", "eth0"], "give one of them"),
+                         (["up", "--lab", "--uplinks", "eth0"], "eth0 is not an uplink of lab mpslab"),
                          (["up", "--lab", "--backend", "libvirt"], "--backend libvirt: not available yet"),
                          (["up", "--lab", "--via-guest", "198.19.0.0/33"],
                           "'198.19.0.0/33' is not a destination")):
@@ -282,3 +282,5 @@ def test_up_in_a_lab_that_is_not_up_brings_it_up_first():
     assert play.extravars["mpsocks_uplinks"] == ["lab0", "lab1"]
     assert play.extravars["mpsocks_guest_netns"] == f"{name}-guest"
     assert list(play.inventory["all"]["children"]["mpsocks_host"]["hosts"]) == [f"{name}-host"]
+    backup = _play(["up", "--lab", name, "--uplinks", "lab0,lab1:backup"])
+    assert backup.extravars["mpsocks_uplinks"] == ["lab0", {"name": "lab1", "backup": True}]
