@@ -62,6 +62,11 @@ def links(netns):
     return {item["ifname"] for item in json.loads(sh("ip", "-j", "link", "show", netns=netns))}
 
 
+def default_forwarding(netns):
+    """The IPv4 forwarding a new link of NETNS starts with."""
+    return sh("sysctl", "-n", "net.ipv4.conf.default.forwarding", netns=netns).strip() == "1"
+
+
 @contextlib.contextmanager
 def second_namespace():
     name = unique_name("mpstv")
@@ -77,11 +82,12 @@ def test_pair_across_two_namespaces(netns):
         before, before_other = snapshot(netns), snapshot(other)
         args = dict(name="isp0", peer="host", peer_netns=other, addresses=["10.66.40.1/24"],
                     peer_addresses=["10.66.40.2/24", "fd66:40::2/64"], netns=netns)
+        forwarding = default_forwarding(netns)
         state = {"name": "isp0", "netns": netns, "addresses": ["10.66.40.1/24"], "up": True,
-                 "peer": {"name": "host", "netns": other, "addresses": ["10.66.40.2/24", "fd66:40::2/64"],
+                 "forwarding": forwarding, "peer": {"name": "host", "netns": other, "addresses": ["10.66.40.2/24", "fd66:40::2/64"],
                           "up": True}}
         expected = {"name": "isp0", "netns": netns, "addresses": ["10.66.40.1/24"], "up": True,
-                    "peer": "host", "peer_netns": other, "peer_addresses": ["10.66.40.2/24", "fd66:40::2/64"]}
+                    "forwarding": forwarding, "peer": "host", "peer_netns": other, "peer_addresses": ["10.66.40.2/24", "fd66:40::2/64"]}
 
         predicted = run_item("veth", check=True, **args)
         assert predicted["changed"] is True and predicted["veth"] == expected
@@ -136,7 +142,7 @@ def test_pair_in_one_namespace_and_unmanaged_addresses(netns):
     created = run_item("veth", **args)
     assert created["changed"] is True
     assert created["veth"] == {"name": "v0", "netns": netns, "addresses": [], "up": True,
-                               "peer": "v0p", "peer_netns": None, "peer_addresses": []}
+                               "forwarding": default_forwarding(netns), "peer": "v0p", "peer_netns": None, "peer_addresses": []}
     here, there = link(netns, "v0"), link(netns, "v0p")
     assert here["linkinfo"]["info_kind"] == "veth" and there["linkinfo"]["info_kind"] == "veth"
     assert (here["link"], there["link"]) == ("v0p", "v0") and "link_netnsid" not in here
@@ -219,3 +225,56 @@ def test_many_pairs_in_one_call_and_a_bad_item_changes_nothing(netns):
         assert [r["changed"] for r in gone["results"]] == [True] * 3
         assert_unchanged(before, netns)
         assert_unchanged(before_other, other)
+
+
+def test_forwarding_of_the_near_end(netns):
+    with second_namespace() as other:
+        args = dict(name="f0", peer="f0p", peer_netns=other, netns=netns, up=False)
+        path = "net.ipv4.conf.%s.forwarding"
+        predicted = run_item("veth", check=True, forwarding=True, **args)
+        assert predicted["changed"] and predicted["veth"]["forwarding"] is True
+        made = run_item("veth", forwarding=True, **args)
+        assert made["changed"] and made["veth"] == predicted["veth"]
+        assert sh("sysctl", "-n", path % "f0", netns=netns).strip() == "1"
+        assert sh("sysctl", "-n", path % "f0p", netns=other).strip() == "0"  # the far end is not a router
+        assert run_item("veth", forwarding=True, **args)["changed"] is False
+        assert run_item("veth", **args)["changed"] is False  # left out: not managed
+        off = run_item("veth", forwarding=False, **args)
+        assert off["changed"] and off["diff"]["before"]["forwarding"] is True
+        assert sh("sysctl", "-n", path % "f0", netns=netns).strip() == "0"
+        assert run_item("veth", state="absent", **args)["changed"] is True
+
+
+def test_overridden_deletes_only_mpsocks_veths_it_may(netns):
+    """Overridden removes marked veths named in ``names`` that the config leaves out, and nothing else."""
+    with second_namespace() as other:
+        def pair(name):
+            return dict(name=name, peer=f"{name}g", peer_netns=other, up=False)
+
+        made = run_module("veth", netns=netns, config=[pair("m0"), pair("m1"), pair("m2")])
+        assert made["changed"], made
+        sh("ip", "link", "add", "m3", "type", "veth", "peer", "name", "m3p", netns=netns)  # a user's
+        sh("ip", "tuntap", "add", "mode", "tap", "name", "m4", netns=netns)  # not a veth
+        scope = ["m0", "m1", "m3", "m4", "m5"]
+        before, before_other = snapshot(netns), snapshot(other)
+
+        missing = run_module("veth", netns=netns, state="overridden", config=[pair("m0")])
+        assert missing.get("failed") and missing["msg"].startswith("names: required"), missing
+        predicted = run_module("veth", netns=netns, state="overridden", names=scope, config=[pair("m0")],
+                               check=True)
+        assert predicted["changed"] and [r["label"] for r in predicted["results"]] == ["veth m0", "veth m1"]
+        assert [r["changed"] for r in predicted["results"]] == [False, True]
+        assert_unchanged(before, netns)
+        assert_unchanged(before_other, other)
+
+        done = run_module("veth", netns=netns, state="overridden", names=scope, config=[pair("m0")])
+        assert [r["changed"] for r in done["results"]] == [False, True], done
+        assert links(netns) >= {"m0", "m2", "m3", "m4"} and "m1" not in links(netns)
+        assert "m1g" not in links(other) and "m2g" in links(other)
+        again = run_module("veth", netns=netns, state="overridden", names=scope, config=[pair("m0")])
+        assert again["changed"] is False and len(again["results"]) == 1
+
+        emptied = run_module("veth", netns=netns, state="overridden", names=scope, config=[])
+        assert [r["label"] for r in emptied["results"]] == ["veth m0"] and emptied["changed"]
+        assert links(netns) >= {"m2", "m3", "m4"} and not links(netns) & {"m0", "m1"}
+        run_item("veth", netns=netns, state="absent", **pair("m2"))

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: mpsocks developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A veth pair whose peer end may live in another named namespace: addresses and link state of both ends."""
+"""A veth pair whose peer end may live in another named namespace: addresses and link state of both ends,
+and IPv4 forwarding of the end in the item's namespace."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -31,6 +32,11 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.rtnl import (
     managed_addresses,
     netlink_errors,
 )
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.sysctl import (
+    ipv4_forwarding_path,
+    read_value,
+    write_value,
+)
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.validate import (
     interface_address,
     interface_name,
@@ -58,6 +64,30 @@ def _nsid(ipr, name):
     return found["nsid"] if found else None
 
 
+def _peer_of(ipr, link):
+    """(namespace name or None for this one, name) of the other end of veth LINK on IPR's namespace.
+
+    The name is None when the peer's namespace has no /run/netns name.
+    """
+    nsid = link.get_attr("IFLA_LINK_NETNSID")
+    if nsid is None:
+        there = _peer_end_name(ipr, link.get_attr("IFLA_LINK"))
+        return None, there
+    where = _namespace_with_id(ipr, nsid)
+    if where is None:
+        return None, None
+    with iproute_in(where) as other:
+        return where, _peer_end_name(other, link.get_attr("IFLA_LINK"))
+
+
+def _peer_end_name(ipr, index):
+    try:
+        links = ipr.get_links(index) if index else []
+    except NetlinkError:
+        links = []
+    return links[0].get_attr("IFLA_IFNAME") if links else None
+
+
 def _namespace_with_id(ipr, nsid):
     """The /run/netns name of the namespace that has id NSID where IPR's socket is, or None."""
     try:
@@ -71,6 +101,11 @@ def _namespace_with_id(ipr, nsid):
         except (OSError, MpsocksError):
             continue
     return None
+
+
+def _forwarding(name):
+    """Whether IPv4 forwarding is on for what arrives on link NAME of the current namespace."""
+    return read_value(ipv4_forwarding_path(name)) == 1
 
 
 def _peer_end(ipr, index):
@@ -169,8 +204,37 @@ class Veth(KernelObject):
     def as_config(self, state):
         peer = state["peer"]
         return {"name": state["name"], "netns": state["netns"], "addresses": state["addresses"],
-                "up": state["up"], "peer": peer["name"], "peer_netns": peer["netns"],
-                "peer_addresses": peer["addresses"]}
+                "up": state["up"], "forwarding": state["forwarding"], "peer": peer["name"],
+                "peer_netns": peer["netns"], "peer_addresses": peer["addresses"]}
+
+    @classmethod
+    def strays(cls, params, declared):
+        """Every veth of mpsocks' in the module's namespace named in ``names`` that DECLARED leaves out."""
+        scope = params.get("names")
+        if scope is None:
+            raise MpsocksError("names: required with state overridden (the veths it may delete)")
+        for position, name in enumerate(scope):
+            interface_name(name, "names[%d]" % position)
+        keep = {obj.name for obj in declared if obj.params.get("netns") == params.get("netns")}
+        found = []
+        with iproute() as ipr:
+            for name in sorted(set(scope) - keep):
+                index = link_index(ipr, name)
+                if index is None:
+                    continue
+                link = ipr.get_links(index)[0]
+                if link_kind(link) != "veth" or link.get_attr("IFLA_IFALIAS") != MARK:
+                    continue  # not mpsocks': never removed
+                peer_netns, peer = _peer_of(ipr, link)
+                if peer is None:
+                    raise MpsocksError("names: veth %r is paired with an interface in a namespace that "
+                                       "has no name (none in %s), so it cannot be checked; remove it "
+                                       "with ip link del %s" % (name, NETNS_RUN_DIR, name))
+                found.append(cls({"name": name, "peer": peer, "peer_netns": peer_netns,
+                                  "state": "absent", "netns": params.get("netns")}))
+        for obj in found:
+            obj.validate()
+        return found
 
     def _describe(self, where):
         if where is not None:
@@ -190,7 +254,7 @@ class Veth(KernelObject):
             if kind != "veth":
                 raise MpsocksError("name: %r already exists as a %s interface, not a veth"
                                    % (self.name, kind or "plain"))
-            here = _end(ipr, link, self.params.get("netns"))
+            here = dict(_end(ipr, link, self.params.get("netns")), forwarding=_forwarding(self.name))
             peer_index = link.get_attr("IFLA_LINK")
             nsid = link.get_attr("IFLA_LINK_NETNSID")
             where = self._peer_namespace()
@@ -226,13 +290,17 @@ class Veth(KernelObject):
                                    % (self.peer, kind or "plain", self._describe(where)))
 
     def wanted(self, current):
-        current = current or {"addresses": [], "peer": {"addresses": []}}
+        # A new link starts with the namespace's conf/default forwarding.
+        current = current or {"addresses": [], "peer": {"addresses": []},
+                              "forwarding": _forwarding("default")}
         up = self.params.get("up") is not False
+        forwarding = self.params.get("forwarding")
         return {
             "name": self.name,
             "netns": self.params.get("netns"),
             "addresses": current["addresses"] if self.addresses is None else self.addresses,
             "up": up,
+            "forwarding": current["forwarding"] if forwarding is None else forwarding,
             "peer": {
                 "name": self.peer,
                 "netns": self.peer_netns,
@@ -256,6 +324,7 @@ class Veth(KernelObject):
                     _mark(other, self.peer)
             _converge(ipr, self.name, current["addresses"] if current else [],
                       wanted["addresses"], wanted["up"])
+        write_value(ipv4_forwarding_path(self.name), int(wanted["forwarding"]))
         with iproute_in(where) as ipr:
             _converge(ipr, self.peer, current["peer"]["addresses"] if current else [],
                       wanted["peer"]["addresses"], wanted["peer"]["up"])

@@ -74,6 +74,13 @@ options:
         description:
           - Whether both ends are administratively up (default true).
         type: bool
+      forwarding:
+        description:
+          - Whether the kernel forwards IPv4 packets arriving on end O(config[].name)
+            (C(net.ipv4.conf.NAME.forwarding)), as a router's link towards a guest needs.
+          - When omitted, it is not managed (a new end starts with the namespace's C(conf/default) value).
+          - The setting goes with the link; nothing needs restoring when the pair is removed.
+        type: bool
       netns:
         description:
           - Namespace of end O(config[].name); defaults to the module's O(netns).
@@ -81,9 +88,18 @@ options:
   state:
     description:
       - The state of every item that does not give its own.
+      - V(overridden) makes every item present and deletes every other veth of mpsocks' (with the
+        C(mpsocks) alias) in the module's namespace whose name is in O(names); the peer goes with it.
+        A veth without the mark, or of another name, is never touched.
     type: str
-    choices: [present, absent]
+    choices: [present, absent, overridden]
     default: present
+  names:
+    description:
+      - The names of the veth ends (in the module's O(netns)) that V(overridden) may delete; required
+        with it, ignored otherwise.
+    type: list
+    elements: str
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - mpsocks.mptcp.netns
@@ -121,6 +137,17 @@ EXAMPLES = r"""
       - name: v0
         peer: v0p
 
+- name: Exactly one guest link among mptcp0 ... mptcp7 (the others of mpsocks' go), forwarding on
+  mpsocks.mptcp.veth:
+    state: overridden
+    names: [mptcp0, mptcp1, mptcp2, mptcp3, mptcp4, mptcp5, mptcp6, mptcp7]
+    config:
+      - name: mptcp0
+        addresses: [10.66.6.1/24]
+        forwarding: true
+        peer: eth0
+        peer_netns: mpsocks-guest
+
 - name: Remove a pair
   mpsocks.mptcp.veth:
     state: absent
@@ -133,7 +160,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 results:
-  description: One entry per pair, in the order of O(config).
+  description: One entry per pair, in the order of O(config), then the pairs V(overridden) deleted.
   returned: always
   type: list
   elements: dict
@@ -167,6 +194,10 @@ results:
           description: Whether the ends are administratively up.
           type: bool
           sample: true
+        forwarding:
+          description: Whether IPv4 forwarding is on for what arrives on this end.
+          type: bool
+          sample: true
         peer:
           description: Name of the other end.
           type: str
@@ -198,9 +229,11 @@ def build_module():
                 addresses=dict(type="list", elements="str"),
                 peer_addresses=dict(type="list", elements="str"),
                 up=dict(type="bool"),
+                forwarding=dict(type="bool"),
                 netns=dict(type="str"),
             )),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
+            state=dict(type="str", choices=["present", "absent", "overridden"], default="present"),
+            names=dict(type="list", elements="str"),
             netns=dict(type="str"),
         ),
         supports_check_mode=True,
