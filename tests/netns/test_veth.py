@@ -84,10 +84,12 @@ def test_pair_across_two_namespaces(netns):
                     peer_addresses=["10.66.40.2/24", "fd66:40::2/64"], netns=netns)
         forwarding = default_forwarding(netns)
         state = {"name": "isp0", "netns": netns, "addresses": ["10.66.40.1/24"], "up": True,
-                 "forwarding": forwarding, "peer": {"name": "host", "netns": other, "addresses": ["10.66.40.2/24", "fd66:40::2/64"],
+                 "forwarding": forwarding,
+                 "peer": {"name": "host", "netns": other, "addresses": ["10.66.40.2/24", "fd66:40::2/64"],
                           "up": True}}
         expected = {"name": "isp0", "netns": netns, "addresses": ["10.66.40.1/24"], "up": True,
-                    "forwarding": forwarding, "peer": "host", "peer_netns": other, "peer_addresses": ["10.66.40.2/24", "fd66:40::2/64"]}
+                    "forwarding": forwarding, "peer": "host", "peer_netns": other,
+                    "peer_addresses": ["10.66.40.2/24", "fd66:40::2/64"]}
 
         predicted = run_item("veth", check=True, **args)
         assert predicted["changed"] is True and predicted["veth"] == expected
@@ -142,7 +144,8 @@ def test_pair_in_one_namespace_and_unmanaged_addresses(netns):
     created = run_item("veth", **args)
     assert created["changed"] is True
     assert created["veth"] == {"name": "v0", "netns": netns, "addresses": [], "up": True,
-                               "forwarding": default_forwarding(netns), "peer": "v0p", "peer_netns": None, "peer_addresses": []}
+                               "forwarding": default_forwarding(netns), "peer": "v0p", "peer_netns": None,
+                               "peer_addresses": []}
     here, there = link(netns, "v0"), link(netns, "v0p")
     assert here["linkinfo"]["info_kind"] == "veth" and there["linkinfo"]["info_kind"] == "veth"
     assert (here["link"], there["link"]) == ("v0p", "v0") and "link_netnsid" not in here

@@ -3,9 +3,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The addressing plan: what uplink n becomes on the host and in the guest.
 
-Uplink n (0-based) gets tap ``mptcpN``; the host holds 10.66.(6+n).1/24 and the
-guest 10.66.(6+n).2/24; traffic arriving from the tap is routed by table
-6606+n (rule priority 6606+n) to the uplink's gateway and masqueraded there.
+Uplink n (0-based) gets link ``mptcpN`` on the host (a tap for a VM, or a veth
+whose peer is the guest's interface n in a guest namespace); the host holds
+10.66.(6+n).1/24 and the guest 10.66.(6+n).2/24; traffic arriving from the link
+is routed by table 6606+n (rule priority 6606+n) to the uplink's gateway and
+masqueraded there.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -15,6 +17,7 @@ __metaclass__ = type
 import ipaddress
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.netns import valid_netns_name
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.validate import (
     interface_name,
     ip_address,
@@ -23,25 +26,46 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.validate import (
 # The kernel's MPTCP path manager opens at most 8 subflows (MPTCP_PM_ADDR_MAX).
 MAX_UPLINKS = 8
 TAP_PREFIX = "mptcp"
+GUEST_INTERFACE_PREFIX = "eth"
+GUEST_LINKS = ("tap", "veth")
 FIRST_NETWORK = ipaddress.ip_network("10.66.6.0/24")
 FIRST_TABLE = 6606
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+
+
+def flag(value, option):
+    """A boolean option as YAML, JSON or a templated string may give it."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise MpsocksError("%s: expected true or false, got %r" % (option, value))
 
 
 def parse_uplink(item, position):
-    """An uplink is an interface name, or a dict with ``name`` and optional ``gateway``."""
+    """An uplink is an interface name, or a dict with ``name`` and optional ``gateway`` and ``backup``."""
     option = "mpsocks_uplinks[%d]" % position
     if isinstance(item, str):
         item = {"name": item}
     if not isinstance(item, dict) or "name" not in item:
-        raise MpsocksError("%s: expected an interface name or {name: IF, gateway: GW}, got %r"
+        raise MpsocksError("%s: expected an interface name or {name: IF, gateway: GW, backup: BOOL}, got %r"
                            % (option, item))
-    unknown = set(item) - {"name", "gateway"}
+    unknown = set(item) - {"name", "gateway", "backup"}
     if unknown:
         raise MpsocksError("%s: unknown key(s) %s" % (option, ", ".join(sorted(unknown))))
     gateway = item.get("gateway") or "auto"
     if gateway != "auto":
         gateway = str(ip_address(gateway, option + ".gateway"))
-    return {"name": interface_name(item["name"], option + ".name"), "gateway": gateway}
+    backup = item.get("backup")
+    return {
+        "name": interface_name(item["name"], option + ".name"),
+        "gateway": gateway,
+        "backup": False if backup is None else flag(backup, option + ".backup"),
+    }
 
 
 def slot(index, tap_prefix=TAP_PREFIX):
@@ -58,7 +82,11 @@ def slot(index, tap_prefix=TAP_PREFIX):
 
 
 def uplink_plan(uplinks, tap_prefix=TAP_PREFIX):
-    """Validate the uplink list and give each uplink its slot."""
+    """Validate the uplink list and give each uplink its slot.
+
+    The first uplink carries every connection's first subflow (and the guest's SOCKS address), so it
+    cannot be a backup.
+    """
     if not isinstance(uplinks, list):
         raise MpsocksError("mpsocks_uplinks: expected a list of interface names, got %r" % (uplinks,))
     if len(uplinks) > MAX_UPLINKS:
@@ -69,22 +97,60 @@ def uplink_plan(uplinks, tap_prefix=TAP_PREFIX):
         uplink = parse_uplink(item, index)
         if uplink["name"] in [p["uplink"] for p in plan]:
             raise MpsocksError("mpsocks_uplinks[%d]: %s is listed twice" % (index, uplink["name"]))
-        plan.append(dict(slot(index, tap_prefix), uplink=uplink["name"], gateway=uplink["gateway"]))
+        if index == 0 and uplink["backup"]:
+            raise MpsocksError("mpsocks_uplinks[0]: the first uplink carries every connection's first "
+                               "subflow, so it cannot be a backup; list %s after another uplink"
+                               % uplink["name"])
+        plan.append(dict(slot(index, tap_prefix), uplink=uplink["name"], gateway=uplink["gateway"],
+                         backup=uplink["backup"]))
     return plan
 
 
-def host_plan(uplinks, tap_prefix=TAP_PREFIX, tap_owner=None):
-    """What the host role declares for UPLINKS: one list per module, plus every slot's table.
+def guest_interfaces(names, count):
+    """The guest's interface of each of COUNT uplinks: NAMES in uplink order, or eth0, eth1 ... when empty."""
+    option = "mpsocks_guest_interfaces"
+    if not names:
+        return ["%s%d" % (GUEST_INTERFACE_PREFIX, index) for index in range(count)]
+    if not isinstance(names, list):
+        raise MpsocksError("%s: expected a list of interface names, got %r" % (option, names))
+    checked = [interface_name(name, "%s[%d]" % (option, index)) for index, name in enumerate(names)]
+    for index, name in enumerate(checked):
+        if name in checked[:index]:
+            raise MpsocksError("%s[%d]: %s is listed twice" % (option, index, name))
+    if len(checked) < count:
+        raise MpsocksError("%s: %d interface(s) for %d uplinks; name one guest interface per uplink"
+                           % (option, len(checked), count))
+    return checked[:count]
 
-    ``tables`` covers all slots, used or not, so that one overridden call removes what the
-    slots of uplinks no longer listed hold.
+
+def host_plan(uplinks, tap_prefix=TAP_PREFIX, tap_owner=None, guest_link="tap", guest_netns=None,
+              guest_interface_names=None):
+    """What the host role declares for UPLINKS: one list per module, plus every slot's table and link.
+
+    ``tables`` and ``links`` cover all slots, used or not, so that one overridden call removes what
+    the slots of uplinks no longer listed hold. GUEST_LINK ``veth`` makes each slot's link a veth
+    whose peer is the guest's interface in namespace GUEST_NETNS.
     """
+    if guest_link not in GUEST_LINKS:
+        raise MpsocksError("mpsocks_guest_link: %r is not one of %s" % (guest_link, ", ".join(GUEST_LINKS)))
+    if guest_link == "veth":
+        if not guest_netns:
+            raise MpsocksError("mpsocks_guest_netns: required with mpsocks_guest_link veth (the "
+                               "namespace the veths' peers go to)")
+        valid_netns_name(guest_netns, "mpsocks_guest_netns")
     plan = uplink_plan(uplinks, tap_prefix)
+    peers = guest_interfaces(guest_interface_names, len(plan)) if guest_link == "veth" else []
     return {
         "uplinks": plan,
         "tables": [FIRST_TABLE + index for index in range(MAX_UPLINKS)],
+        "links": ["%s%d" % (tap_prefix, index) for index in range(MAX_UPLINKS)],
         "taps": [
             {"name": u["tap"], "owner": tap_owner, "addresses": [u["host_address"]], "forwarding": True}
+            for u in plan
+        ] if guest_link == "tap" else [],
+        "veths": [
+            {"name": u["tap"], "addresses": [u["host_address"]], "forwarding": True,
+             "peer": peers[u["index"]], "peer_netns": guest_netns}
             for u in plan
         ],
         "nat": [
