@@ -152,7 +152,7 @@ def host_plan(uplinks, tap_prefix=TAP_PREFIX, tap_owner=None, guest_link="tap", 
             {"name": u["tap"], "addresses": [u["host_address"]], "forwarding": True,
              "peer": peers[u["index"]], "peer_netns": guest_netns}
             for u in plan
-        ],
+        ] if guest_link == "veth" else [],
         "nat": [
             {"name": u["tap"], "source": u["subnet"], "in_interface": u["tap"], "out_interface": u["uplink"]}
             for u in plan
