@@ -32,11 +32,12 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 
 # iproute2/nftables/tcpdump/tshark: the kernel objects and the wire;
 # libvirt-dev, pkg-config, gcc, python3-dev: libvirt-python compiles;
-# dante-server, redsocks, mptcpd, mptcpize (`mptcpize run`): the SOCKS side and the quick start.
+# dante-server, redsocks, mptcpd, mptcpize (`mptcpize run`): the SOCKS side and the quick start;
+# dnsmasq-base: the lab's DNS server.
 packages=(
     python3 python3-venv python3-dev gcc pkg-config libvirt-dev
     iproute2 nftables tcpdump tshark procps psmisc curl
-    dante-server redsocks mptcpd mptcpize
+    dante-server redsocks mptcpd mptcpize dnsmasq-base
 )
 export DEBIAN_FRONTEND=noninteractive
 missing=()

@@ -106,4 +106,8 @@ def format_status(report: dict) -> str:
     for role, url in report["servers"].items():
         path = "bytes/N" if role == "download" else ""
         lines.append(f"  {role:<9} {url}{path}")
+    if "dns" in report:  # plans recorded before the lab had a DNS server have none
+        dns = report["dns"]
+        lines.append(f"dns         {dns['address']} (dnsmasq, in {report['server_netns']})")
+        lines += [f"  {name:<18} {address}" for name, address in dns["names"].items()]
     return "\n".join(lines)

@@ -23,7 +23,7 @@ def test_default_lab_is_two_uplinks_twelve_hops_in_namespaces():
     assert plan["servers"] == {"check": "http://198.19.0.10/", "download": "http://198.19.0.11/",
                                "plain": "http://198.19.0.12/"}
     assert [m["kind"] for m in plan["middleboxes"]] == ["none", "none"]
-    assert {d["name"] for d in plan["daemons"]} == {"check", "download", "plain"}
+    assert {d["name"] for d in plan["daemons"]} == {"check", "download", "plain", "dns"}
     assert plan["daemons"][0]["argv"][:2] == ["python3", "/run/mpsocks/lab/mpslab/mpsocks_lab_server.py"]
     assert plan["namespace_config"] == [{"name": netns} for netns in plan["namespaces"]]
     assert plan["mptcp_endpoints"] == [{"netns": "mpslab-host", "address": "198.18.1.2", "dev": "lab1",
@@ -90,6 +90,37 @@ def test_a_packet_crosses_exactly_hops_routers_each_way(hops):
             path.append(netns)
             netns = _next_hop(plan, netns, uplink["address"].split("/")[0])
         assert path[-1] == uplink["isp_netns"] and len(path) - 1 == hops  # the ISP delivers to the host
+
+
+def test_dns_server_names_every_server_and_answers_only_them():
+    plan = lab_plan({"hops": 3})
+    dns = plan["dns"]
+    assert dns == {"address": "198.19.0.53", "domain": "lab.test", "names": {
+        "check.lab.test": "198.19.0.10", "download.lab.test": "198.19.0.11", "plain.lab.test": "198.19.0.12",
+        "dns.lab.test": "198.19.0.53"}}
+    listening = {d["argv"][d["argv"].index("--listen") + 1]: d["name"] for d in plan["daemons"]
+                 if "--listen" in d["argv"]}
+    for name, address in dns["names"].items():
+        server = name.split(".")[0]
+        assert listening.get(f"{address}:80", "dns") == server, name
+        assert plan["servers"].get(server, f"http://{address}/") == f"http://{address}/"
+    (daemon,) = [d for d in plan["daemons"] if d["name"] == "dns"]
+    assert daemon["netns"] == plan["server_netns"] and daemon["ready_port"] == 53
+    argv = daemon["argv"]
+    assert argv[:2] == ["dnsmasq", "--keep-in-foreground"]
+    assert {"--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--listen-address=198.19.0.53",
+            "--local=/lab.test/"} <= set(argv)
+    assert not [arg for arg in argv if arg.startswith(("--dhcp", "--server", "--interface"))]
+    assert sorted(arg.split("=", 1)[1] for arg in argv if arg.startswith("--host-record=")) == sorted(
+        f"{name},{address}" for name, address in dns["names"].items())
+    # the address is the server namespace's, and every ISP's packets get there
+    assert "198.19.0.53/32" in [a for link in plan["links"] if link["peer_netns"] == plan["server_netns"]
+                                for a in link["peer_addresses"]]
+    for uplink in plan["uplinks"]:
+        netns, hops = uplink["isp_netns"], 0
+        while netns is not None and hops < 10:
+            last, netns, hops = netns, _next_hop(plan, netns, "198.19.0.53"), hops + 1
+        assert last == plan["server_netns"]
 
 
 def test_addresses_are_unique_and_inside_the_benchmarking_block():

@@ -35,6 +35,20 @@ def test_recorded_plan_with_nothing_running_is_degraded(tmp_path):
            "(terminated flows 30 Mbit/s)" in text
     assert "hops        12 (a server's packets reach the host with TTL 52)" in text
     assert "  download  http://198.19.0.11/bytes/N" in text
+    assert report["dns"]["names"]["check.lab.test"] == "198.19.0.10"
+    assert report["processes_up"]["dns"] is False
+    assert "dns         198.19.0.53 (dnsmasq, in ghost-net)" in text
+    assert "  check.lab.test     198.19.0.10" in text and "  dns.lab.test       198.19.0.53" in text
+
+
+def test_plan_recorded_before_the_lab_had_dns_still_shows(tmp_path):
+    plan = lab_plan({"name": "old", "run_root": str(tmp_path)})
+    del plan["dns"]
+    plan["daemons"] = [d for d in plan["daemons"] if d["name"] != "dns"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "lab.json").write_text(json.dumps(plan))
+    text = lab.format_status(lab.status("old", str(tmp_path)))
+    assert "  plain     http://198.19.0.12/" in text and "dns " not in text
 
 
 def test_a_process_counts_only_in_its_namespace(tmp_path, netns):

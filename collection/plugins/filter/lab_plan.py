@@ -14,7 +14,8 @@ description:
   - Validates the lab's settings and returns every namespace, veth, address, route, shaper, middlebox
     and server of the lab as data; the role M(mpsocks.mptcp.lab) loops over it.
   - Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking); uplink N is 198.18.N.0/24 with the host
-    at .2 and the ISP at .1; the servers are 198.19.0.10 (check), .11 (download) and .12 (plain TCP).
+    at .2 and the ISP at .1; the servers are 198.19.0.10 (check), .11 (download) and .12 (plain TCP),
+    and the DNS server 198.19.0.53 answers their names (C(check.lab.test) ...) and C(dns.lab.test).
   - Fails with a one-line message naming the bad setting.
 author:
   - mpsocks developers (@mpsocks)
@@ -37,7 +38,7 @@ EXAMPLES = r"""
 RETURN = r"""
 _value:
   description: The topology, with keys such as C(namespaces), C(uplinks), C(links), C(routes), C(shapers),
-    C(middleboxes), C(daemons) and C(servers).
+    C(middleboxes), C(daemons), C(servers) and C(dns) (C(address), C(domain), C(names)).
   type: dict
 """
 

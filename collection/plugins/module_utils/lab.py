@@ -15,7 +15,10 @@ module call per kind. ``mpsocks-run lab status`` prints it, the tests read it.
 Addresses come from 198.18.0.0/15, the block reserved for benchmarking (RFC 2544):
 uplink i is 198.18.i.0/24 (host .2, ISP .1), ISP i's link to the core 198.18.(64+i).0/24,
 router link j 198.18.(128+j).0/24, the servers 198.19.0.0/24 (held by the net namespace's
-link towards the ISPs).  A server's packet crosses
+link towards the ISPs).  The net namespace also runs the lab's DNS server (dnsmasq on 198.19.0.53,
+no upstream, no DHCP) for the servers' names under ``lab.test`` (RFC 6761 reserves ``.test``),
+so a SOCKS proxy can resolve ``check.lab.test`` as a browser's proxy resolves names on the internet.
+A server's packet crosses
 ``hops`` routers (the ISP and hops-1 core routers), so it reaches the host with TTL 64-hops.
 """
 
@@ -42,6 +45,10 @@ SERVERS = (
     ("plain", "198.19.0.12", ["--tcp"]),
 )
 SERVER_PORT = 80
+#: The lab's DNS server: its address (in the server network) and the domain of the servers' names.
+DNS_ADDRESS = "198.19.0.53"
+DNS_DOMAIN = "lab.test"
+DNS_PORT = 53
 #: The servers' program, copied into the lab's run folder.
 SERVER_PROGRAM = "mpsocks_lab_server.py"
 #: The optimizer proxy's SYN/ACK: TTL, MSS and a window clamp that gives window scale 5 (a Linux
@@ -172,6 +179,25 @@ def _route(netns, to, via, dev, metric=0):
     return {"netns": netns, "to": to, "via": via, "dev": dev, "metric": metric}
 
 
+def dns_names():
+    """{name: address} the lab's DNS server answers: each server's, and its own."""
+    names = dict(("%s.%s" % (server, DNS_DOMAIN), address) for server, address, _extra in SERVERS)
+    names["dns.%s" % DNS_DOMAIN] = DNS_ADDRESS
+    return names
+
+
+def dns_argv(names):
+    """dnsmasq answering NAMES ({name: address}) on DNS_ADDRESS only, in the foreground, logging to stderr.
+
+    No configuration file, no /etc/hosts, no upstream server (other names are refused, names of the
+    domain that it does not know are NXDOMAIN), no DHCP (no range given).
+    """
+    return (["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+             "--bind-dynamic", "--listen-address=%s" % DNS_ADDRESS, "--port=%d" % DNS_PORT,
+             "--local=/%s/" % DNS_DOMAIN, "--pid-file=", "--log-facility=-", "--log-queries"]
+            + ["--host-record=%s,%s" % (name, address) for name, address in sorted(names.items())])
+
+
 def lab_plan(params):
     """The whole lab as data, from PARAMS (see DEFAULTS); raises MpsocksError on bad input."""
     s = _settings(params)
@@ -262,7 +288,7 @@ def lab_plan(params):
     server_link = [link for link in links if link["peer_netns"] == net][0]
     server_link["peer_addresses"] = server_link["peer_addresses"] + [
         "%s/32" % address for _server, address, _extra in SERVERS
-    ]
+    ] + ["%s/32" % DNS_ADDRESS]
     servers = {}
     for server, address, extra in SERVERS:
         servers[server] = "http://%s/" % address
@@ -274,6 +300,8 @@ def lab_plan(params):
                 "argv": program + ["http", "--listen", "%s:%d" % (address, SERVER_PORT)] + extra,
             }
         )
+    names = dns_names()
+    daemons.append({"name": "dns", "netns": net, "ready_port": DNS_PORT, "argv": dns_argv(names)})
     forwarding = [u["isp_netns"] for u in uplinks] + routers
     sysctls += [{"netns": netns, "name": "net.ipv4.ip_forward", "value": "1"} for netns in forwarding]
     mptcp_limits = [dict(SERVER_LIMITS, netns=net)]
@@ -318,6 +346,7 @@ def lab_plan(params):
         "mptcp_endpoints": endpoints,
         "optimizer": dict(OPTIMIZER),
         "servers": servers,
+        "dns": {"address": DNS_ADDRESS, "domain": DNS_DOMAIN, "names": names},
         "daemons": daemons,
         "settings": s,
     }
