@@ -146,6 +146,6 @@ def far_download(made: Guest, seconds: float) -> subprocess.Popen:
     by name, for SECONDS."""
     return subprocess.Popen(
         ["ip", "netns", "exec", made.far, "curl", "-s", "-o", "/dev/null", "--max-time", str(seconds),
-         "--socks5-hostname", SOCKS, "http://check.test/bytes/10000000000"],
+         "--socks5-hostname", SOCKS, "http://check.test/bytes/200000000"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
