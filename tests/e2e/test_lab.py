@@ -8,18 +8,24 @@ import contextlib
 import json
 import os
 import re
+import shutil
+import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.netns import visiting
 from mpsocks_testlib import (
     assert_unchanged,
     changed_count,
     kill_tree,
     mpsocks_run,
     netns_names,
+    run_module,
     runner_env,
     snapshot,
     start_capture,
@@ -152,6 +158,102 @@ def test_check_server_tells_mptcp_from_plain(lab):
     assert json.loads(refused["body"])["mptcp"] is False and refused["mptcp"] is False
     text = fetch(host, check, "--mptcp")["body"]
     assert "MPTCP" in text and text.endswith("\n")
+
+
+def dns_query(netns, name, server="198.19.0.53"):
+    """(rcode, [A record addresses]) of one UDP query for NAME to SERVER, sent from NETNS."""
+    with visiting(netns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.settimeout(3)
+        question = b"".join(bytes([len(label)]) + label.encode() for label in name.split(".")) + b"\0"
+        sock.sendto(struct.pack("!6H", 0x4D50, 0x0100, 1, 0, 0, 0) + question + struct.pack("!2H", 1, 1),
+                    (server, 53))
+        answer = sock.recv(4096)
+    ident, flags, _questions, count, _authority, _additional = struct.unpack_from("!6H", answer)
+    assert ident == 0x4D50 and flags & 0x8000, "not an answer to our query"
+    offset, addresses = 12 + len(question) + 4, []
+    for _ in range(count):
+        offset += 2 if answer[offset] & 0xC0 else answer.index(b"\0", offset) + 1 - offset
+        kind, _klass, _ttl, length = struct.unpack_from("!HHIH", answer, offset)
+        offset += 10
+        if kind == 1:
+            addresses.append(socket.inet_ntoa(answer[offset:offset + length]))
+        offset += length
+    return flags & 0xF, addresses
+
+
+@pytest.fixture(scope="module")
+def lab_resolver(lab):
+    """The lab host's resolv.conf (what ip netns exec mounts over /etc/resolv.conf): the lab's DNS server."""
+    name, status, _ = lab
+    etc = Path("/etc/netns") / status["host_netns"]
+    etc.mkdir(parents=True)
+    try:
+        (etc / "resolv.conf").write_text(f"nameserver {status['dns']['address']}\n")
+        yield status["host_netns"]
+    finally:
+        shutil.rmtree(etc)
+
+
+def test_status_lists_the_lab_names(lab):
+    _, status, _ = lab
+    assert status["dns"] == {"address": "198.19.0.53", "domain": "lab.test", "names": {
+        "check.lab.test": "198.19.0.10", "dns.lab.test": "198.19.0.53", "download.lab.test": "198.19.0.11",
+        "plain.lab.test": "198.19.0.12"}}
+    assert status["processes_up"]["dns"] is True
+    rc, text = mpsocks_run("lab", "status", "--name", status["name"], artifacts=None)
+    assert rc == 0, text
+    assert "dns         198.19.0.53 (dnsmasq, in " in text and "  check.lab.test     198.19.0.10" in text
+
+
+def test_lab_dns_answers_its_names_and_nothing_else(lab, lab_resolver):
+    _, status, _ = lab
+    host = status["host_netns"]
+    for name, address in status["dns"]["names"].items():
+        assert dns_query(host, name) == (0, [address]), name
+        resolved = subprocess.run(["ip", "netns", "exec", host, "getent", "ahostsv4", name],
+                                  capture_output=True, text=True, check=True).stdout.split()[0]
+        assert resolved == address, name
+    assert dns_query(host, "nothere.lab.test") == (3, [])  # NXDOMAIN: the lab's domain is the server's own
+    assert dns_query(host, "example.com") == (5, [])  # REFUSED: no upstream, nothing leaves the lab
+    got = fetch(host, "http://check.lab.test/?format=json", "--mptcp")
+    assert json.loads(got["body"])["mptcp"] is True
+
+
+def test_a_socks_proxy_resolves_lab_names(lab, lab_resolver, tmp_path):
+    """curl --socks5-hostname and the mptcp_check module, through a dante (mptcpize run) on the lab host."""
+    _, status, _ = lab
+    host = status["host_netns"]
+    conf = tmp_path / "danted.conf"
+    conf.write_text("logoutput: stderr\ninternal: 127.0.0.1 port = 1080\nexternal: 198.18.0.2\n"
+                    "socksmethod: none\nclientmethod: none\n"
+                    "user.privileged: root\nuser.unprivileged: nobody\n"
+                    "client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }\n"
+                    "socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }\n")
+    dante = subprocess.Popen(["ip", "netns", "exec", host, "mptcpize", "run", "danted", "-f", str(conf)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while "127.0.0.1:1080 " not in subprocess.run(["ip", "netns", "exec", host, "ss", "-Hltn"],
+                                                      capture_output=True, text=True).stdout:
+            assert dante.poll() is None and time.monotonic() < deadline, "dante did not start"
+            time.sleep(0.1)
+        curl = subprocess.run(["ip", "netns", "exec", host, "curl", "-sS", "--socks5-hostname",
+                               "127.0.0.1:1080", "http://check.lab.test/?format=json"],
+                              capture_output=True, text=True, timeout=30)
+        assert curl.returncode == 0, curl.stderr
+        seen = json.loads(curl.stdout)
+        assert (seen["mptcp"], seen["subflows"]) == (True, 2) and seen["client"].startswith("198.18.0.2:")
+        result = run_module("mptcp_check", inside=host, url="http://check.lab.test/?format=json",
+                            proxy="127.0.0.1:1080", uplinks=["lab0", "lab1"])
+        print(f"mptcp_check through the lab host's dante: {result.get('msg') or result['answer']}")
+        assert not result.get("failed") and (result["mptcp"], result["subflows"]) == (True, 2), result
+        subflows = result["kernel"]["subflows"]
+        assert [(s["interface"], s["uplink"]) for s in subflows] == [("lab0", 0), ("lab1", 1)]
+    finally:
+        os.killpg(dante.pid, signal.SIGKILL)
+        dante.wait()
 
 
 def test_optimizer_terminates_plain_tcp_only(middlebox_lab, tmp_path):
