@@ -17,14 +17,14 @@ description:
     C(curl --socks5-hostname) does), or directly over an MPTCP socket when O(proxy) is not given,
     and reports whether the server saw MPTCP and with how many subflows.
   - While the connection is still open it reads the kernel's own view of it where the module runs
-    (the guest): the proxy's outgoing MPTCP connection to the server, found by the address the
-    proxy's reply names, and each of its subflows with local and remote address, interface, uplink,
+    (the guest), that is the proxy's outgoing MPTCP connection to the server, found by the address
+    the proxy's reply names, and each of its subflows with local and remote address, interface, uplink,
     backup flag and bytes sent and received (sock_diag, as C(ss -tiM) shows them).
   - Fails when the result is not MPTCP, naming the reason it can tell (the server says TCP; the
     guest's connection fell back to TCP; the guest's connection is plain TCP), or when an uplink of
     O(uplinks) that is not a backup carries no subflow. A URL that does not answer fails with a
     one-line message naming it.
-  - The request is one HTTP/1.0 C(GET) with C(Connection: keep-alive). The lab's check server
+  - The request is one HTTP/1.0 C(GET) that asks to keep the connection alive. The lab's check server
     (C(http://198.19.0.10/), C(http://check.lab.test/)) answers in JSON with C(?format=json) and in
     text otherwise; a text answer such as "You are using MPTCP" from another server is understood too.
   - Changes nothing, so check mode runs the check too.
@@ -197,11 +197,29 @@ kernel:
         join:
           description: Whether the subflow joined with MP_JOIN (false for the first one).
           type: bool
+        backup_local:
+          description: Whether this side marked the subflow as a backup.
+          type: bool
+        backup_remote:
+          description: Whether the peer marked the subflow as a backup.
+          type: bool
+        fully_established:
+          description: Whether the subflow's MPTCP handshake is complete.
+          type: bool
+        local_id:
+          description: The local address id (the endpoint id; 0 for the first subflow's address).
+          type: int
+        remote_id:
+          description: The peer's address id.
+          type: int
         state:
           description: TCP state of the subflow.
           type: str
         bytes_sent:
-          description: Bytes sent on the subflow.
+          description: Bytes sent on the subflow, retransmissions included.
+          type: int
+        bytes_acked:
+          description: Bytes sent on the subflow that the peer acknowledged.
           type: int
         bytes_received:
           description: Bytes received on the subflow.
