@@ -5,6 +5,7 @@ gateways route to a server namespace S holding 10.199.100.1; the guest G is join
 of role host_network. An MPTCP client in G reaching S must get one subflow per uplink.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -73,20 +74,20 @@ while True:
 """
 
 
-def new_netns(prefix):
-    name = unique_name(prefix)
+def new_netns(name):
     subprocess.run(["ip", "netns", "add", name], check=True)
     sh("ip", "link", "set", "lo", "up", netns=name)
-    return name
 
 
 @pytest.fixture
 def world(netns, uplinks):
     """H (netns) with uplinks, a server namespace beyond both gateways, and an empty guest namespace."""
-    server = new_netns("mpsts")
-    guest = new_netns("mpstq")
+    server, guest = unique_name("mpsts"), unique_name("mpstq")
     resolver_dir = Path("/etc/netns") / guest
+    made_parent = not resolver_dir.parent.exists()
     try:
+        for name in (server, guest):
+            new_netns(name)
         sh("ip", "addr", "add", f"{SERVER}/32", "dev", "lo", netns=server)
         for n, uplink in enumerate(uplinks):
             gateway = uplink["gateway_netns"]
@@ -108,8 +109,9 @@ def world(netns, uplinks):
             subprocess.run(["ip", "netns", "del", name], check=False)
         for path in resolver_dir.glob("*"):
             path.unlink()
-        if resolver_dir.exists():
-            resolver_dir.rmdir()
+        for folder in (resolver_dir, resolver_dir.parent) if made_parent else (resolver_dir,):
+            with contextlib.suppress(OSError):  # /etc/netns stays if something else put a file there
+                folder.rmdir()
 
 
 def host_up(world, tmp_path, uplinks):
