@@ -245,10 +245,14 @@ def test_guest_network_gives_mptcp_a_subflow_per_uplink(world, uplinks, tmp_path
 
 
 def test_backup_uplink_then_fewer_uplinks(world, uplinks, tmp_path):
+    """A backup uplink gives a backup subflow; fewer uplinks leave none of theirs; a user's objects stay."""
     guest = world["guest"]
     host_bytes = HOST_RESOLV_CONF.read_bytes()
     with_backup = ["up0", {"name": "up1", "backup": True}]
     host_up(world, tmp_path, with_backup)
+    # A user's endpoint, and a rule of theirs pointing at one of mpsocks' tables.
+    sh("ip", "mptcp", "endpoint", "add", "10.66.50.2", "id", "50", "signal", netns=guest)
+    sh("ip", "rule", "add", "from", "10.66.50.2", "lookup", "6607", "priority", "6650", netns=guest)
     dns = {"mpsocks_dns_servers": ["192.0.2.1"]}
     rc, output, recap = guest_play(world, tmp_path, mpsocks_uplinks=with_backup, **dns)
     assert rc == 0, output
@@ -266,8 +270,10 @@ def test_backup_uplink_then_fewer_uplinks(world, uplinks, tmp_path):
     host_up(world, tmp_path, ["up0"])
     rc, output, recap = guest_play(world, tmp_path, mpsocks_uplinks=["up0"], **dns)
     assert rc == 0, output
-    assert endpoints(guest).strip() == ""
-    assert "6607" not in sh("ip", "rule", netns=guest)
+    assert [line.split()[0] for line in endpoints(guest).splitlines()] == ["10.66.50.2"]
+    rules = sh("ip", "rule", netns=guest)
+    assert "from 10.66.7.2" not in rules and "from 10.66.50.2 lookup 6607" in rules
+    assert sh("ip", "route", "show", "table", "6607", netns=guest).strip() == ""
     assert "subflows 0" in sh("ip", "mptcp", "limits", "show", netns=guest)
     assert HOST_RESOLV_CONF.read_bytes() == host_bytes
 
