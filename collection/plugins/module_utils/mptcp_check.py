@@ -87,7 +87,7 @@ def _open_direct(host, port, timeout):
 
 
 def _read_answer(sock):
-    """(status, reason, headers, body) of the HTTP answer on SOCK; the body by its Content-Length."""
+    """(status, reason, body) of the HTTP answer on SOCK; the body by its Content-Length."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(MAX_HEAD)
@@ -95,14 +95,14 @@ def _read_answer(sock):
             raise MpsocksError("no HTTP answer (%s)" % (
                 "the connection closed" if not chunk else "the header is too long"))
         data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    head, body = data.split(b"\r\n\r\n", 1)
     lines = head.decode("latin-1").split("\r\n")
     status = re.match(r"HTTP/\d\.\d (\d{3}) ?(.*)\Z", lines[0])
     if not status:
         raise MpsocksError("not an HTTP answer: %r" % (lines[0][:80],))
     headers = {}
     for line in lines[1:]:
-        name, _, value = line.partition(":")
+        name, value = (line.split(":", 1) + [""])[:2]
         headers[name.strip().lower()] = value.strip()
     length = headers.get("content-length", "")
     wanted = min(int(length), MAX_BODY) if length.isdigit() else MAX_BODY
@@ -111,7 +111,7 @@ def _read_answer(sock):
         if not chunk:
             break  # a server that closes instead of saying how long
         body += chunk
-    return int(status.group(1)), status.group(2), headers, body[:wanted]
+    return int(status.group(1)), status.group(2), body[:wanted]
 
 
 def server_verdict(body):
@@ -184,8 +184,8 @@ def kernel_view(connection, plain, interfaces):
         on_uplink = subflow["interface"] in interfaces
         subflow["uplink"] = interfaces.index(subflow["interface"]) if on_uplink else None
         subflows.append(subflow)
-    view = {key: connection[key] for key in ("token", "local", "remote", "state", "fallback", "bytes_sent",
-                                            "bytes_received")}
+    kept = ("token", "local", "remote", "state", "fallback", "bytes_sent", "bytes_received")
+    view = dict((key, connection[key]) for key in kept)
     view.update(mptcp=not connection["fallback"], plain_tcp=False, subflows=subflows)
     return view
 
@@ -234,7 +234,7 @@ def run_check(url, proxy=None, uplinks=(), timeout=10.0, username=None, password
             sock.sendall(("GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: %s\r\nAccept: */*\r\n"
                           "Connection: keep-alive\r\n\r\n"
                           % (target["target"], target["host_header"], USER_AGENT)).encode("latin-1"))
-            status, reason, _headers, body = _read_answer(sock)
+            status, reason, body = _read_answer(sock)
             with visiting(kernel_netns):
                 after = mptcp_sockets.snapshot()
         finally:
@@ -268,8 +268,8 @@ def run_check(url, proxy=None, uplinks=(), timeout=10.0, username=None, password
 def failure(result):
     """Why RESULT is not MPTCP with a subflow on every uplink that is not a backup; None when it is."""
     if result["mptcp"] is None:
-        return "%s: the answer does not say whether the connection is MPTCP: %r" % (result["url"],
-                                                                                  result["answer"])
+        return "%s: the answer does not say whether the connection is MPTCP: %r" % (
+            result["url"], result["answer"])
     kernel = result["kernel"]
     if not result["mptcp"]:
         reasons = ["the server says TCP"]

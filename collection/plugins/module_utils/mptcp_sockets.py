@@ -132,7 +132,7 @@ def _endpoint(family, raw, port):
 
 def split_endpoint(text):
     """('addr', port) of an 'addr:port' or '[addr]:port' string."""
-    host, _, port = text.rpartition(":")
+    host, port = text.rsplit(":", 1)
     return host.strip("[]"), int(port)
 
 
