@@ -23,12 +23,13 @@ from pathlib import Path
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.locking import Lock, holder
 
-from mpsocks import analyze, lab, stack
+from mpsocks import analyze, guest_status, lab, stack
 from mpsocks.playbook_run import (
     EXIT_BUSY,
     EXIT_CANCELLED,
     EXIT_ERROR,
     EXIT_FAILED,
+    EXIT_NOT_UP,
     EXIT_OK,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
@@ -56,6 +57,7 @@ exit status:
   {EXIT_FAILED}   a task failed (analyze: a capture could not be read)
   {EXIT_UNREACHABLE}   a host (or namespace) could not be reached
   {EXIT_USAGE}   bad command-line input; nothing was run
+  {EXIT_NOT_UP}   (status, lab status) not up, or not all of it; (check) nothing is up
   {EXIT_BUSY}   another run holds the same target and --no-wait was given
   {EXIT_CANCELLED}  cancelled with Ctrl-C"""
 #: Seconds between two tries at a target another run holds.
@@ -262,11 +264,40 @@ def lab_down(args: argparse.Namespace) -> Play:
     return _lab(args.name, "absent")
 
 
+def _recorded_stack() -> stack.Stack:
+    recorded = stack.load()
+    if recorded is None:
+        raise NotUp(f"nothing is up (no record in {stack.STATE_FILE}): mpsocks-run up first")
+    return recorded
+
+
+def stack_status(args: argparse.Namespace) -> int:
+    """``status``: the guest, its links and endpoints, and the live MPTCP connections through the proxy."""
+    recorded = _recorded_stack()
+    where = (recorded.guest, recorded.guest_interfaces())
+    if args.watch:
+        for report in guest_status.watch(*where):
+            text = json.dumps(report) if args.json else guest_status.format_status(report)
+            print(text if args.json else guest_status.redraw(text), end="\n" if args.json else "", flush=True)
+    report = guest_status.status(*where)
+    print(json.dumps(report, indent=2) if args.json else guest_status.format_status(report), flush=True)
+    return EXIT_OK if report["up"] else EXIT_NOT_UP
+
+
+def stack_check(args: argparse.Namespace) -> int:
+    """``check``: MPTCP through the proxy, with a subflow on every uplink that is not a backup?"""
+    recorded = _recorded_stack()
+    result = guest_status.check(recorded.guest, recorded.guest_interfaces(), args.url or recorded.check_url,
+                                recorded.socks_address(), client_netns=recorded.host_netns)
+    print(json.dumps(result, indent=2) if args.json else guest_status.format_check(result), flush=True)
+    return EXIT_OK if guest_status.check_failure(result) is None else EXIT_FAILED
+
+
 def lab_status(args: argparse.Namespace) -> int:
     """``lab status``: print the recorded topology and what is up; exit 0 only if all of it is."""
     report = lab.status(args.name)
     print(json.dumps(report, indent=2) if args.json else lab.format_status(report), flush=True)
-    return 0 if report["up"] else 3
+    return EXIT_OK if report["up"] else EXIT_NOT_UP
 
 
 # Parser -----------------------------------------------------------------------------------------
@@ -373,6 +404,18 @@ def build_parser() -> argparse.ArgumentParser:
                               "did)")
     _verb(verbs, "down", stack_down, "remove what up made (also after an interrupted up); a no-op when "
           "nothing is up", "mpsocks-run down")
+    status = verbs.add_parser("status", **_help(
+        "the guest, its links and endpoints, and the live MPTCP connections through the proxy with the rate "
+        "of each subflow", "mpsocks-run status --watch", runs_a_play=False))
+    status.set_defaults(command=stack_status)
+    status.add_argument("--json", action="store_true", help="print the report as JSON")
+    status.add_argument("--watch", action="store_true", help="redraw it every second (Ctrl-C ends)")
+    check = verbs.add_parser("check", **_help(
+        "is it MPTCP? fetch the check URL through the proxy; exit 0 only with a subflow on every uplink "
+        "that is not a backup", "mpsocks-run check --json", runs_a_play=False))
+    check.set_defaults(command=stack_check)
+    check.add_argument("--json", action="store_true", help="print the result as JSON (mptcp, subflows, ...)")
+    check.add_argument("--url", help="the check URL (default: the one up was given)")
 
     lab_verbs = _group(verbs, "lab", "a hermetic internet in network namespaces to try mpsocks offline",
                        "mpsocks-run lab up && mpsocks-run lab status")
@@ -440,6 +483,10 @@ def cancel_on_sigint() -> Iterator[threading.Event]:
         yield cancel
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class NotUp(Exception):
+    """status or check with nothing up: one line on stderr, exit EXIT_NOT_UP."""
 
 
 class Busy(Exception):
@@ -514,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
             return _error(exc, EXIT_USAGE)
         except Busy as exc:
             return _error(exc, EXIT_BUSY)
+        except NotUp as exc:
+            return _error(exc, EXIT_NOT_UP)
         except Exception as exc:  # the last resort: one line, never a traceback
             return _error(exc, EXIT_ERROR)
 

@@ -29,6 +29,7 @@ _CHECKOUT = Path(__file__).resolve().parents[2]
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_FAILED = 2  # a task failed
+EXIT_NOT_UP = 3  # status or check: not up, or not all of it
 EXIT_UNREACHABLE = 4  # a host could not be reached
 EXIT_USAGE = 5  # bad command-line input; nothing was run
 EXIT_BUSY = 6  # another run holds the target and --no-wait was given

@@ -67,6 +67,10 @@ class Stack:
     def socks_address(self) -> str:
         return f"{SOCKS_ADDRESS}:1080"
 
+    def guest_interfaces(self) -> list[str]:
+        """The guest's interface of each uplink, in order (ethN: the far end of the host's mptcpN)."""
+        return [f"eth{index}" for index in range(len(self.uplinks))]
+
 
 def lab_stack(name: str, via_guest: list, run_root: str = LAB_DEFAULTS["run_root"]) -> tuple[Stack, bool]:
     """The stack on lab NAME's uplinks, and whether that lab is up already (from its recorded plan)."""
