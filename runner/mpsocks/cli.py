@@ -274,7 +274,7 @@ def _recorded_stack() -> stack.Stack:
 def stack_status(args: argparse.Namespace) -> int:
     """``status``: the guest, its links and endpoints, and the live MPTCP connections through the proxy."""
     recorded = _recorded_stack()
-    where = (recorded.guest, recorded.guest_interfaces())
+    where = (recorded.guest, recorded.guest_interfaces(), recorded.run_dir())
     if args.watch:
         for report in guest_status.watch(*where):
             text = json.dumps(report) if args.json else guest_status.format_status(report)

@@ -22,6 +22,7 @@ BACKENDS = ("netns", "libvirt")
 #: A checker of upstream MPTCP (v1) on the internet; the lab's own check server in a lab.
 CHECK_URL = "http://check.mptcp.dev/"
 SOCKS_ADDRESS = "10.66.6.2"
+GUESTS_RUN_ROOT = "/run/mpsocks/guests"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Stack:
         """The playbooks' variables; LAB_SETTINGS (the lab role's) when up must bring the lab up first."""
         extravars = {
             "mpsocks_guest_netns": self.guest,
+            "mpsocks_guest_run_dir": self.run_dir(),
             "mpsocks_uplinks": self.uplinks,
             "mpsocks_via_guest": self.via_guest,
             "mpsocks_check_url": self.check_url,
@@ -66,6 +68,10 @@ class Stack:
 
     def socks_address(self) -> str:
         return f"{SOCKS_ADDRESS}:1080"
+
+    def run_dir(self) -> str:
+        """Where the guest's daemons keep configuration, pid files and logs (a netns guest shares our disk)."""
+        return f"{GUESTS_RUN_ROOT}/{self.guest}"
 
     def guest_interfaces(self) -> list[str]:
         """The guest's interface of each uplink, in order (ethN: the far end of the host's mptcpN)."""
