@@ -70,7 +70,7 @@ class Stack:
         return f"{SOCKS_ADDRESS}:1080"
 
     def run_dir(self) -> str:
-        """Where the guest's daemons keep configuration, pid files and logs (a netns guest shares our disk)."""
+        """The guest daemons' folder: configuration, pid files, logs (a netns guest keeps it on our disk)."""
         return f"{GUESTS_RUN_ROOT}/{self.guest}"
 
     def guest_interfaces(self) -> list[str]:
