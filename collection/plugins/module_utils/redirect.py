@@ -85,7 +85,8 @@ def build(spec):
     """The table content SPEC (a dict of CONFIG_KEYS) wants: ``[(chain, expressions, text)]`` in order."""
     to = ipaddress.ip_address(spec["to_address"])
     port = spec["to_port"]
-    rules = [("prerouting", [_match({"meta": {"key": "iifname"}}, name), TCP, {"jump": {"target": JUMP_CHAIN}}],
+    jump = {"jump": {"target": JUMP_CHAIN}}
+    rules = [("prerouting", [_match({"meta": {"key": "iifname"}}, name), TCP, jump],
               'iifname "%s" meta l4proto tcp jump %s' % (name, JUMP_CHAIN)) for name in spec["interfaces"]]
     rules.append((JUMP_CHAIN, [LOCAL, {"return": None}], "fib daddr type local return"))
     for text in spec["exclude"]:
@@ -200,6 +201,9 @@ def render_text(state):
             if current is not None:
                 lines.append("\t}")
             lines.append("\tchain %s {" % chain)
+            if CHAINS.get(chain):
+                lines.append("\t\ttype %(type)s hook %(hook)s priority %(prio)d; policy %(policy)s;"
+                             % CHAINS[chain])
             current = chain
         lines.append("\t\t" + text)
     if current is not None:
@@ -228,7 +232,8 @@ def _subnets(values, option, version=None):
     for value in values:
         network = ip_network(value, option)
         if version and network.version != version:
-            raise MpsocksError("%s: %r is not an IPv4 subnet (the proxy is reached over IPv4)" % (option, value))
+            raise MpsocksError("%s: %r is not an IPv4 subnet (the proxy is reached over IPv4)"
+                               % (option, value))
         if _text(network) in found:
             raise MpsocksError("%s: %s is listed twice" % (option, _text(network)))
         found.append(_text(network))
