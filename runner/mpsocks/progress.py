@@ -29,7 +29,7 @@ LONG_TASK = 3.0
 CONTROLLER_ACTIONS = {
     name for short in ("set_fact", "debug", "assert", "fail", "meta", "include_tasks", "import_tasks",
                        "include_role", "import_role", "include_vars", "add_host", "group_by", "set_stats",
-                       "pause")
+                       "pause", "validate_argument_spec")
     for name in (short, f"ansible.builtin.{short}")
 }
 DEBUG_ACTIONS = {"debug", "ansible.builtin.debug"}
