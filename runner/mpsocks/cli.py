@@ -230,7 +230,8 @@ def stack_up(args: argparse.Namespace) -> Play:
     if args.check_url:
         built = dataclasses.replace(built, check_url=args.check_url)
     recorded = stack.load()
-    if recorded is not None and (recorded.guest, recorded.host_netns) != (built.guest, built.host_netns):
+    if recorded is not None and (recorded.guest, recorded.host_netns) != (built.guest, built.host_netns) \
+            and stack.is_up(recorded):
         raise UsageError(f"another stack is up (guest {recorded.guest}"
                          + (f", lab {recorded.lab}" if recorded.lab else "") + "): mpsocks-run down first")
     return Play(data_file("playbooks/boot_socks.yml"), built.inventory(), built.extravars(lab_settings),

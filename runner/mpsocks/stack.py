@@ -119,5 +119,12 @@ def load(path: Path = STATE_FILE) -> Stack | None:
         raise MpsocksError(f"{path}: not an mpsocks up record ({exc}); remove it to start afresh") from None
 
 
+def is_up(recorded: Stack) -> bool:
+    """Whether anything of RECORDED is there: its guest, or the lab up made for it."""
+    lab_run_dir = Path(LAB_DEFAULTS["run_root"]) / recorded.lab if recorded.lab else None
+    return Path(f"/run/netns/{recorded.guest}").exists() or bool(
+        recorded.lab_made and lab_run_dir is not None and lab_run_dir.exists())
+
+
 def forget(path: Path = STATE_FILE) -> None:
     path.unlink(missing_ok=True)

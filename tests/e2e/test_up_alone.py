@@ -1,5 +1,5 @@
-"""``mpsocks-run up --lab`` killed half way, then ``down``: the machine is as before (its own file, so that
-no other stack is up meanwhile: one stack at a time)."""
+"""``mpsocks-run up`` when no other stack is up (one stack at a time): killed half way, then ``down``;
+bad input refused with nothing changed."""
 
 import subprocess
 import sys
@@ -33,3 +33,36 @@ def test_killed_up_then_down_leaves_the_machine_as_before(tmp_path):
     assert not Path(f"/run/mpsocks/guests/{name}-guest").exists()
     assert not Path(f"/run/mpsocks/lab/{name}").exists()
     assert not Path("/run/mpsocks/up.json").exists()
+
+
+def test_bad_input_is_one_line_and_changes_nothing(tmp_path):
+    artifacts = tmp_path / "runs"
+    before = snapshot()
+    for args, code, needle in (
+            (["--uplinks", "nosuch0"], 2, "interface 'nosuch0' does not exist"),
+            (["--uplinks", "eth0,eth0"], 5, "interface 'eth0' is given twice"),
+            (["--lab", "--backend", "libvirt"], 5, "--backend libvirt: not available yet")):
+        rc, output = mpsocks_run("up", *args, artifacts=artifacts)
+        assert rc == code and needle in output, (args, output)
+        assert "Traceback" not in output
+    assert not Path("/run/netns/mpsocks-guest").exists()
+    assert_unchanged(before)
+
+
+def test_a_check_url_that_does_not_answer_changes_nothing(tmp_path):
+    artifacts = tmp_path / "runs"
+    name = unique_name("c")[:10].replace("x", "y")
+    rc, output = mpsocks_run("lab", "up", "--name", name, "--hops", "2", artifacts=artifacts)
+    try:
+        assert rc == 0, output
+        before, lab_host = snapshot(), snapshot(f"{name}-host")
+        bad = ("--check-url", "http://198.19.0.99/")
+        rc, output = mpsocks_run("up", "--lab", name, *bad, artifacts=artifacts)
+        assert rc == 2 and "http://198.19.0.99/" in output, output
+        assert not Path(f"/run/netns/{name}-guest").exists()
+        assert_unchanged(before)
+        assert_unchanged(lab_host, f"{name}-host")
+    finally:
+        mpsocks_run("down", artifacts=artifacts)
+        rc, output = mpsocks_run("lab", "down", "--name", name, artifacts=artifacts)
+        assert rc == 0, output
