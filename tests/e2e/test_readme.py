@@ -16,16 +16,26 @@ from pathlib import Path
 import pytest
 from mpsocks_testlib import REPO, assert_unchanged, sh, snapshot, unique_name
 
-COMMANDS = ("mpsocks-run", "ip", "ansible-playbook")
+COMMANDS = ("mpsocks-run", "ip", "ansible-playbook", "runner/install.sh")
+LAB_LOCK = "/run/lock/mpsocks-readme-lab.lock"  # the README's lab has one name: one such test at a time
 
 
-def blocks(section: str) -> list[list[str]]:
-    """The lines of every ``sh`` code block under the README heading SECTION (up to the next heading)."""
+def blocks(section: str, kind: str = "sh") -> list[list[str]]:
+    """The lines of every KIND code block (``sh``, or '' for plain) under README heading SECTION."""
     text = (REPO / "README.md").read_text()
     body = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
     assert body, f"README has no section {section!r}"
-    found = re.findall(r"^```sh\n(.*?)^```", body[1], re.M | re.S)
-    return [block.strip("\n").splitlines() for block in found]
+    found, current, language = [], None, None
+    for line in body[1].splitlines():
+        if line.startswith("```") and current is None:
+            current, language = [], line[3:].strip()
+        elif line.startswith("```"):
+            if language == kind:
+                found.append(current)
+            current = None
+        elif current is not None:
+            current.append(line)
+    return found
 
 
 def steps(lines: list[str]) -> list[tuple[str, list[str]]]:
@@ -91,7 +101,7 @@ def readme_uplinks(netns):
 
 def test_host_quick_start_as_written(readme_uplinks, readme_env):
     before = snapshot(readme_uplinks)
-    (quick_start,) = blocks("Quick start")
+    (quick_start,) = blocks("The host side alone")
     found = steps(quick_start)
     assert [command.split("#")[0].split()[:3] for command, _ in found][-1] == ["mpsocks-run", "host", "down"]
     try:
@@ -111,9 +121,29 @@ def test_own_playbooks_as_written(readme_uplinks, readme_env):
     assert_unchanged(before, readme_uplinks)
 
 
+def test_main_command_and_the_stack_as_written(readme_env):
+    """Install, up --lab (the README's main command), then check, status, via-guest and down as written."""
+    setup = "Set-up on a fresh Debian 12 machine"
+    # (Its second command needs real uplinks and the internet's check server; its third is tests/run.)
+    main_command, _own_uplinks, _tests = blocks(setup)
+    shown = blocks(setup, kind="")[0]
+    stack_steps = steps(blocks("MPTCP for every application: up, check, status, down")[0])
+    assert stack_steps[-1][0].startswith("mpsocks-run down")
+    with open(LAB_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        before = snapshot()
+        try:
+            run_steps([(main_command[0], shown)], readme_env)
+            run_steps(stack_steps, readme_env)
+        finally:
+            subprocess.run(["bash", "-c", "mpsocks-run down"], env=readme_env, capture_output=True, cwd=REPO)
+        assert_unchanged(before)
+        assert not Path("/run/netns/mpslab-host").exists()
+
+
 def test_lab_quick_start_as_written(readme_env):
     """The default lab, by its README name: one such test at a time on a machine."""
-    with open("/run/lock/mpsocks-readme-lab.lock", "w") as lock:
+    with open(LAB_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         before = snapshot()
         (lab,) = blocks("The lab: a hermetic internet on one machine")
