@@ -17,13 +17,26 @@ defaults, dante runs as the role runs it (``mptcpize run danted -f CONF``).
 
 Overhead: short connections (connect, a one-byte request, a two-byte answer, the client closes) from the
 host to the server, directly and through SOCKS (greeting, then CONNECT, as clients do it): connections/s
-one after the other and with several clients at once, setup time (until the connection, or the SOCKS
-reply, is there) p50/p99, dante's CPU time per connection and its open descriptors before and after;
-then the same for each of the settings the role's defaults chose, the best of a few interleaved rounds.
+one after the other and with four clients at once, setup time (until the connection, or the SOCKS
+reply, is there) p50/p99, dante's CPU time per connection, its open descriptors and the TCP connections
+it holds before and after; then the role's defaults against each of the choices they make, undone, the
+best of interleaved rounds (the machine is shared: the best round is the one least disturbed). The
+host (the clients) reuses ports in TIME_WAIT and has the whole port range, or tens of thousands of
+connections a minute to one address run out of ports.
 
 Aggregation: for each pair of rates, plain TCP over each uplink alone (from the guest, bound to the
-uplink's address), then one download through SOCKS (MPTCP, both uplinks); the ratio of the SOCKS rate
-to the sum of the single-uplink rates. For the pair with the slow uplink, each setting that was tried.
+uplink's address, both at once), then downloads through SOCKS (MPTCP, both uplinks), the median of a
+few; the ratio of the SOCKS rate to the sum of the single-uplink rates. Where one uplink is slower, the
+settings tried, each alone.
+
+Two kernel behaviours (Linux 6.18) the measurements step around, and a user would meet:
+
+- An MPTCP socket closed while data still arrives goes to FIN-WAIT-2 and keeps taking it in, so the
+  server goes on sending (a download a client aborted through dante keeps the uplinks busy until the
+  server stops). The bulk server here stops when the client says so, and the client reads to the end.
+- A plain TCP client reusing a port towards an MPTCP listener that holds the previous connection in
+  TIME_WAIT has its SYN dropped now and then (PAWS): 10 ms to 1 s more for that connection. The short
+  server here lets the client close first, so the TIME_WAIT is the client's.
 
     sudo .venv/bin/python tests/bench/bench_proxy.py [--quick]
 """
@@ -518,7 +531,6 @@ def overhead(topology: Topology, count: int, rounds: int) -> None:
 #: Settings tried where one uplink is much slower: (label, setting for with_setting()).
 SLOW_UPLINK_SETTINGS = [
     ("uplink 1 a backup subflow (the guest's endpoint)", {"backup": True}),
-    ("guest net.ipv4.tcp_rmem max 1 MiB", {"guest": {"net__ipv4__tcp_rmem": "4096 131072 1048576"}}),
     ("server net.ipv4.tcp_notsent_lowat 16 KiB (the sender)",
      {"server": {"net__ipv4__tcp_notsent_lowat": "16384"}}),
 ]
@@ -574,7 +586,7 @@ def main() -> int:
         topology.build()
         topology.shape((20, 20))
         overhead(topology, 2000 if args.quick else 10_000, 2)
-        aggregation(topology, 3, 1 if args.quick else 3)
+        aggregation(topology, 3 if args.quick else 4, 1 if args.quick else 3)
     finally:
         topology.close()
     print(f"\n(benchmark took {time.monotonic() - start:.0f} s)")
