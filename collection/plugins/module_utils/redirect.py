@@ -172,12 +172,12 @@ def describe(table, content):
     lines = None
     if intact:
         wanted = build(found)
-        intact = (chains == CHAINS and [(chain, expr) for chain, expr, _ in rules]
-                  == [(chain, expr) for chain, expr, _ in wanted])
+        intact = (chains == CHAINS and [(chain, expr) for chain, expr, _comment in rules]
+                  == [(chain, expr) for chain, expr, _text in wanted])
         lines = [(chain, text) for chain, _expr, text in wanted]
     if not intact:
         found["damaged"] = True
-        lines = [(chain, json.dumps(expr, sort_keys=True)) for chain, expr, _ in rules]
+        lines = [(chain, json.dumps(expr, sort_keys=True)) for chain, expr, _comment in rules]
         lines += [("(other)", json.dumps(obj, sort_keys=True)) for obj in other]
     found["rules"] = lines
     return found
@@ -327,7 +327,8 @@ class Redirect(KernelObject):
         table = {"family": FAMILY, "table": self.table}
         commands = [_deletion_command(obj) for obj in listed]
         commands += [{"add": {"chain": dict(CHAINS[name], name=name, **table)}} for name in CHAIN_ORDER]
-        commands += [{"add": {"rule": dict(table, chain=chain, expr=expr)}} for chain, expr, _ in build(spec)]
+        commands += [{"add": {"rule": dict(table, chain=chain, expr=expr)}}
+                     for chain, expr, _text in build(spec)]
         if self.listing is None:
             self.nft.create_and_apply(commands)
         else:

@@ -179,7 +179,8 @@ results:
           type: int
           sample: 12345
     rules:
-      description: Every rule as C(CHAIN: RULE) in nft's syntax, in order; empty when there is no table.
+      description: Every rule as its chain, a colon and the rule in nft's syntax, in order; empty when
+        there is no table.
       type: list
       elements: str
       sample:
