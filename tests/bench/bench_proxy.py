@@ -21,13 +21,13 @@ one after the other and with four clients at once, setup time (until the connect
 reply, is there) p50/p99, dante's CPU time per connection, its open descriptors and the TCP connections
 it holds before and after; then the role's defaults against each of the choices they make, undone, the
 best of interleaved rounds (the machine is shared: the best round is the one least disturbed). The
-host (the clients) reuses ports in TIME_WAIT and has the whole port range, or tens of thousands of
-connections a minute to one address run out of ports.
+host (the clients) has the whole port range, or tens of thousands of connections a minute to one
+address run out of ports.
 
 Aggregation: for each pair of rates, plain TCP over each uplink alone (from the guest, bound to the
 uplink's address, both at once), then downloads through SOCKS (MPTCP, both uplinks), the median of a
 few; the ratio of the SOCKS rate to the sum of the single-uplink rates. Where one uplink is slower, the
-settings tried, each alone.
+settings tried, each alone; with the slowest, uploads too (the guest is then the MPTCP sender).
 
 Two kernel behaviours (Linux 6.18) the measurements step around, and a user would meet:
 
@@ -65,13 +65,13 @@ from mpsocks_testlib import COLLECTION, run_module, unique_name  # noqa: E402
 ROLE = COLLECTION / "roles" / "socks_proxy"
 SOCKS_ADDRESS, SOCKS_PORT = "10.66.6.2", 1080
 SERVER = "198.19.0.10"
-SHORT_PORT, BULK_PORT = 80, 81
+SHORT_PORT, BULK_PORT, SINK_PORT = 80, 81, 82
 UPLINKS = 2
 #: One 100 Mbit/s uplink pair for the overhead runs: rates do not matter to one-byte requests.
 OVERHEAD_RATES = (100, 100)
 
 SERVER_PROGRAM = r"""
-import selectors, socket, threading
+import json, selectors, socket, threading, time
 def listener(port):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)   # IPPROTO_MPTCP: a lab server
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -97,7 +97,24 @@ def stream(conn):
 def bulk(sock):
     while True:
         threading.Thread(target=stream, args=(sock.accept()[0],), daemon=True).start()
+def sink(conn):
+    # An upload: the rate from 1.5 s after its first byte to its last, sent back once the client is done.
+    buffer, marks, total = bytearray(1 << 20), [], 0
+    with conn:
+        while True:
+            got = conn.recv_into(buffer)
+            if not got:
+                break
+            total += got
+            marks.append((time.perf_counter(), total))
+        counted = [mark for mark in marks if mark[0] - marks[0][0] >= 1.5]
+        (begin, first), (end, last) = counted[0], counted[-1]
+        conn.sendall(json.dumps({"mbit": (last - first) * 8 / (end - begin) / 1e6}).encode())
+def uploads(sock):
+    while True:
+        threading.Thread(target=sink, args=(sock.accept()[0],), daemon=True).start()
 threading.Thread(target=bulk, args=(listener(@BULK_PORT@),), daemon=True).start()
+threading.Thread(target=uploads, args=(listener(@SINK_PORT@),), daemon=True).start()
 short = listener(@SHORT_PORT@)
 short.setblocking(False)
 selector = selectors.DefaultSelector()
@@ -166,11 +183,12 @@ print(json.dumps({"seconds": time.perf_counter() - start, "setups": setups}))
 BULK_CLIENT = r"""
 import json, socket, struct, sys, time
 mode, seconds, warmup = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-if mode == "socks":
+if mode in ("socks", "upload"):
     sock = socket.create_connection((@SOCKS_ADDRESS@, @SOCKS_PORT@))
     sock.sendall(b"\x05\x01\x00")
     assert sock.recv(2) == b"\x05\x00"
-    sock.sendall(b"\x05\x01\x00\x01" + socket.inet_aton(@SERVER@) + struct.pack("!H", @BULK_PORT@))
+    port = @BULK_PORT@ if mode == "socks" else @SINK_PORT@
+    sock.sendall(b"\x05\x01\x00\x01" + socket.inet_aton(@SERVER@) + struct.pack("!H", port))
     reply = b""
     while len(reply) < 10:
         reply += sock.recv(10 - len(reply))
@@ -180,6 +198,13 @@ else:   # "tcp ADDRESS" or "mptcp ADDRESS": from the guest, bound to an uplink's
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262 if kind == "mptcp" else 0)
     sock.bind((address, 0))
     sock.connect((@SERVER@, @BULK_PORT@))
+if mode == "upload":   # through SOCKS: send for warmup + seconds, then the server says what it got
+    chunk, end = b"y" * 65536, time.perf_counter() + warmup + seconds
+    while time.perf_counter() < end:
+        sock.sendall(chunk)
+    sock.shutdown(socket.SHUT_WR)
+    print(sock.recv(1000).decode())
+    sys.exit()
 sock.sendall(b"g")
 buffer = bytearray(1 << 20)
 start = time.perf_counter()
@@ -207,7 +232,7 @@ def fill(program: str) -> str:
     """PROGRAM with the @NAME@ placeholders replaced by the addresses and ports above."""
     for name, value in (("SERVER", repr(SERVER)), ("SOCKS_ADDRESS", repr(SOCKS_ADDRESS)),
                         ("SOCKS_PORT", str(SOCKS_PORT)), ("SHORT_PORT", str(SHORT_PORT)),
-                        ("BULK_PORT", str(BULK_PORT))):
+                        ("BULK_PORT", str(BULK_PORT)), ("SINK_PORT", str(SINK_PORT))):
         program = program.replace(f"@{name}@", value)
     return program
 
@@ -270,10 +295,10 @@ class Topology:
         sh("nft", "\n".join(["add table inet bench",
                               "add chain inet bench post { type nat hook postrouting priority 100; }", *nat]),
            netns=self.host)
-        # The clients open tens of thousands of short connections a minute: ports whose last connection
-        # is in TIME_WAIT are reused (safe with TCP timestamps) and the whole range serves.
-        sh("sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=1024 65535",
-           netns=self.host)
+        # The clients open tens of thousands of short connections a minute, each leaving a port in
+        # TIME_WAIT for a minute: the whole port range serves. (Reusing such ports, tcp_tw_reuse=1, has
+        # the MPTCP server reset a new connection now and then.)
+        sh("sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535", netns=self.host)
         sh("ip", "route", "add", "default", "via", "198.18.0.1", "dev", "up0", netns=self.host)
         sh("ip", "route", "add", "default", "via", "10.66.6.1", "dev", "eth0", netns=self.guest)
         sh("ip", "addr", "add", f"{SERVER}/32", "dev", "lo", netns=self.server)
@@ -398,8 +423,9 @@ class Topology:
                 "p99": percentile(setups, 0.99) * 1000}
 
     def download(self, mode: str, seconds: float, warmup: float) -> float:
-        """Mbit/s of one download: ``socks`` from the host; ``tcp ADDR``, ``mptcp ADDR`` in the guest."""
-        netns = self.host if mode == "socks" else self.guest
+        """Mbit/s of one transfer: ``socks`` (a download) or ``upload`` from the host; ``tcp ADDR`` or
+        ``mptcp ADDR`` (downloads) in the guest."""
+        netns = self.host if mode in ("socks", "upload") else self.guest
         out = sh(sys.executable, "-c", BULK_CLIENT, mode, str(seconds), str(warmup), netns=netns)
         return json.loads(out)["mbit"]
 
@@ -504,7 +530,7 @@ def overhead(topology: Topology, count: int, rounds: int) -> None:
           f"(more I/O children: {len(topology.dante_processes())} processes now); TCP connections held "
           f"{held_before} before, {held_after} after: {'no leak' if held_after <= held_before else 'LEAK'}")
 
-    print(f"\nWhat each setting gives (best of {rounds} interleaved rounds of {count // 5:,} connections; "
+    print(f"\nWhat each setting gives (best of {rounds} interleaved rounds of {count // 10:,} connections; "
           f"CPU: median)", flush=True)
     settings = overhead_settings()
     figures: dict[str, list[dict]] = {label: [] for label, _, _, _ in settings}
@@ -513,8 +539,8 @@ def overhead(topology: Topology, count: int, rounds: int) -> None:
             topology.run_dante(config, command)
             topology.short_connections("socks", 300, clients)
             cpu_before = topology.dante_cpu()
-            found = topology.short_connections("socks", count // 5, clients)
-            found["cpu"] = (topology.dante_cpu() - cpu_before) / (count // 5) * 1000
+            found = topology.short_connections("socks", count // 10, clients)
+            found["cpu"] = (topology.dante_cpu() - cpu_before) / (count // 10) * 1000
             log = topology.folder / "danted.log"
             found["log"] = log.stat().st_size
             log.unlink()
@@ -524,7 +550,7 @@ def overhead(topology: Topology, count: int, rounds: int) -> None:
         cpu = sorted(f["cpu"] for f in found)[len(found) // 2]
         print(f"{label:46}{max(f['rate'] for f in found):>9,.0f}{min(f['p50'] for f in found):>9.2f}"
               f"{min(f['p99'] for f in found):>9.2f}{cpu:>9.2f}"
-              f"{min(f['log'] for f in found) / (count // 5 + 300):>11.0f}")
+              f"{min(f['log'] for f in found) / (count // 10 + 300):>11.0f}")
     topology.run_dante(config, command)
 
 
@@ -557,17 +583,30 @@ def aggregation(topology: Topology, seconds: float, repeats: int) -> None:
             verdict = f"  target {target}: {'met' if met else 'MISSED'}" if not setting else ""
             each = " ".join(f"{r:.1f}" for r in runs)
             print(f"  {label:58}{found:>6.1f} Mbit/s{found / total:>7.3f}  ({each}){verdict}", flush=True)
+        if rates[1] < 5:
+            without = role_config().replace("external.tcp.25: 16384\n", "")
+            for label, setting in (("upload, role defaults", {}),
+                                   ("upload, dante without TCP_NOTSENT_LOWAT 16 KiB", {"config": without})):
+                runs = sorted(with_setting(topology, setting, seconds, "upload") for _ in range(repeats))
+                found = runs[len(runs) // 2]
+                each = " ".join(f"{r:.1f}" for r in runs)
+                print(f"  {label:58}{found:>6.1f} Mbit/s{found / total:>7.3f}  ({each})", flush=True)
 
 
-def with_setting(topology: Topology, setting: dict, seconds: float) -> float:
-    """One SOCKS download (Mbit/s) with SETTING: the guest's endpoint for uplink 1 as backup, sysctls."""
+def with_setting(topology: Topology, setting: dict, seconds: float, mode: str = "socks") -> float:
+    """One SOCKS transfer (Mbit/s) with SETTING: the guest's endpoint for uplink 1 as backup, sysctls, a
+    configuration of dante's own."""
+    if setting.get("config"):
+        topology.run_dante(setting["config"], role_command())
     if setting.get("backup"):
         topology.endpoint_backup(1, True)
     undo = {netns: topology.sysctl(netns, **setting[role]) for role, netns in
             (("guest", topology.guest), ("server", topology.server)) if role in setting}
     try:
-        return topology.download("socks", seconds, 1.5)
+        return topology.download(mode, seconds, 1.5)
     finally:
+        if setting.get("config"):
+            topology.run_dante(role_config(), role_command())
         for netns, values in undo.items():
             topology.sysctl(netns, **values)
         if setting.get("backup"):
@@ -585,7 +624,7 @@ def main() -> int:
     try:
         topology.build()
         topology.shape((20, 20))
-        overhead(topology, 2000 if args.quick else 10_000, 2)
+        overhead(topology, 2000 if args.quick else 10_000, 2 if args.quick else 3)
         aggregation(topology, 3 if args.quick else 4, 1 if args.quick else 3)
     finally:
         topology.close()
