@@ -1,6 +1,8 @@
 """``mpsocks-run up`` when no other stack is up (one stack at a time): killed half way, then ``down``;
 bad input refused with nothing changed."""
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -66,3 +68,25 @@ def test_a_check_url_that_does_not_answer_changes_nothing(tmp_path):
         mpsocks_run("down", artifacts=artifacts)
         rc, output = mpsocks_run("lab", "down", "--name", name, artifacts=artifacts)
         assert rc == 0, output
+
+
+def test_foreground_stays_up_and_ctrl_c_takes_it_all_down(tmp_path):
+    """The seed's boot_socks: up, then Ctrl-C ends it, leaving the machine as it was."""
+    name = unique_name("f")[:10].replace("x", "y")
+    before = snapshot()
+    argv = [sys.executable, "-m", "mpsocks", "up", "--lab", name, "--foreground",
+            "--artifacts-dir", str(tmp_path / "runs")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=runner_env(),
+                            start_new_session=True)
+    try:
+        said = proc.stderr.readline()
+        assert "Ctrl-C takes it all down" in said, said + proc.stdout.read()
+        assert Path(f"/run/netns/{name}-guest").exists()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        kill_tree(proc.pid)
+    assert proc.returncode == 0, out + err
+    assert "Remove the lab's namespaces" in out
+    assert not Path(f"/run/netns/{name}-guest").exists() and not Path("/run/mpsocks/up.json").exists()
+    assert_unchanged(before)
