@@ -33,11 +33,11 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 # iproute2/nftables/tcpdump/tshark: the kernel objects and the wire;
 # libvirt-dev, pkg-config, gcc, python3-dev: libvirt-python compiles;
 # dante-server, redsocks, mptcpd, mptcpize (`mptcpize run`): the SOCKS side and the quick start;
-# dnsmasq-base: the lab's DNS server.
+# libpam-pwdfile: SOCKS users checked against a file of the proxy's own; dnsmasq-base: the lab's DNS.
 packages=(
     python3 python3-venv python3-dev gcc pkg-config libvirt-dev
     iproute2 nftables tcpdump tshark procps psmisc curl
-    dante-server redsocks mptcpd mptcpize dnsmasq-base
+    dante-server redsocks mptcpd mptcpize libpam-pwdfile dnsmasq-base
 )
 export DEBIAN_FRONTEND=noninteractive
 missing=()
@@ -53,9 +53,9 @@ fi
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 if [ "$tests" = 1 ]; then
-    "$venv/bin/python" -m pip install -q "$repo[test]"
+    "$venv/bin/python" -m pip install -q "$repo[users,test]"
 else
-    "$venv/bin/python" -m pip install -q "$repo"
+    "$venv/bin/python" -m pip install -q "$repo[users]"
 fi
 
 if [ "$link" = 1 ]; then

@@ -13,7 +13,8 @@ def test_two_uplinks_the_second_a_backup():
     plan = guest_plan(["wlp1s0", {"name": "usb0", "backup": True}], dns_servers=["192.0.2.53"])
     assert plan["interfaces"] == [{"name": "eth0", "addresses": ["10.66.6.2/24"], "up": True},
                                   {"name": "eth1", "addresses": ["10.66.7.2/24"], "up": True}]
-    assert plan["sysctls"] == [{"name": "net.ipv4.conf.eth0.rp_filter", "value": "2"},
+    assert plan["sysctls"] == [{"name": "net.ipv4.tcp_notsent_lowat", "value": "16384"},
+                               {"name": "net.ipv4.conf.eth0.rp_filter", "value": "2"},
                                {"name": "net.ipv4.conf.eth1.rp_filter", "value": "2"}]
     assert plan["policy_routes"] == [
         {"table": 6606, "source": "10.66.6.2/32", "routes": [{"via": "10.66.6.1", "dev": "eth0"}]},
