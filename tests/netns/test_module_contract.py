@@ -3,8 +3,8 @@
 For each module a list of two objects (in two namespaces where the module allows it):
 check mode reports changed and leaves the namespaces untouched; the real run changes exactly what
 check mode predicted; check mode afterwards reports unchanged; feeding the returned objects back as
-input changes nothing; absent removes them (a sysctl or the MPTCP limits, which always exist, are
-set back instead); absent again is a no-op; the namespaces are as they were.
+input changes nothing; absent removes them (a sysctl, the MPTCP limits or an interface's settings,
+which always exist, are set back instead); absent again is a no-op; the namespaces are as they were.
 """
 
 from __future__ import annotations
@@ -85,6 +85,16 @@ def cases(a: str, b: str, run_dir: str) -> dict[str, Case]:
                             {"name": "n1", "source": "10.66.96.0/24", "out_interface": "c1",
                              "in_interface": "c0", "netns": b}],
                     [{"name": "n0", "netns": a}, {"name": "n1", "netns": b}]),
+        "interface": Case("interface", [{"name": "c0", "addresses": ["10.66.88.1/24"], "mtu": 1400,
+                                         "netns": a},
+                                        {"name": "c1", "up": False, "netns": b}],
+                          [{"name": "c0", "addresses": ["10.66.90.1/24"], "mtu": 1500, "netns": a},
+                           {"name": "c1", "up": True, "netns": b}], absent_top={}),
+        "redirect": Case("redirect", [{"interfaces": ["c0"], "sources": ["10.66.90.0/24"],
+                                       "to_address": "10.66.90.1", "to_port": 12345, "netns": a},
+                                      {"interfaces": ["c0", "c1"], "sources": ["10.66.91.0/24"],
+                                       "to_address": "10.66.91.1", "to_port": 12346, "netns": b}],
+                         [{"netns": a}, {"netns": b}]),
         "daemon": Case("daemon", [{"name": "d0", "argv": ["sleep", "1000"], "netns": a},
                                   {"name": "d1", "argv": ["sleep", "1001"], "netns": b}],
                        [{"name": "d0", "netns": a}, {"name": "d1", "netns": b}],
@@ -93,7 +103,7 @@ def cases(a: str, b: str, run_dir: str) -> dict[str, Case]:
 
 
 MODULES = ["tap", "veth", "netns", "route", "policy_route", "sysctl", "mptcp_limits", "mptcp_endpoint",
-           "shaper", "middlebox", "nat", "daemon"]
+           "shaper", "middlebox", "nat", "daemon", "interface", "redirect"]
 
 
 @pytest.mark.parametrize("module", MODULES)
