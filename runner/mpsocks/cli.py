@@ -219,12 +219,7 @@ def stack_up(args: argparse.Namespace) -> Play:
         built, running = stack.lab_stack(args.lab, args.via_guest)
         lab_settings = None if running else {"name": args.lab}
         if args.uplinks:  # some of the lab's uplinks, or some as backup
-            names = [uplink if isinstance(uplink, str) else uplink["name"] for uplink in args.uplinks]
-            strangers = [name for name in names if name not in built.uplinks]
-            if strangers:
-                raise UsageError(f"--uplinks: {strangers[0]} is not an uplink of lab {args.lab} "
-                                 f"({', '.join(built.uplinks)})")
-            built = dataclasses.replace(built, uplinks=args.uplinks)
+            built = dataclasses.replace(built, uplinks=lab_uplinks(args.lab, built.uplinks, args.uplinks))
     else:
         built = stack.Stack(uplinks=args.uplinks, via_guest=args.via_guest)
     if args.check_url:
@@ -236,6 +231,19 @@ def stack_up(args: argparse.Namespace) -> Play:
                          + (f", lab {recorded.lab}" if recorded.lab else "") + "): mpsocks-run down first")
     return Play(data_file("playbooks/boot_socks.yml"), built.inventory(), built.extravars(lab_settings),
                 target="stack", before_run=lambda: stack.save(built))
+
+
+def lab_uplinks(name: str, available: list[dict], chosen: list) -> list[dict]:
+    """CHOSEN (--uplinks) among lab NAME's AVAILABLE uplinks, with their gateways."""
+    gateways = {uplink["name"]: uplink["gateway"] for uplink in available}
+    uplinks = []
+    for uplink in chosen:
+        uplink = {"name": uplink} if isinstance(uplink, str) else dict(uplink)
+        if uplink["name"] not in gateways:
+            raise UsageError(f"--uplinks: {uplink['name']} is not an uplink of lab {name} "
+                             f"({', '.join(gateways)})")
+        uplinks.append({"gateway": gateways[uplink["name"]], **uplink})
+    return uplinks
 
 
 def stack_down(args: argparse.Namespace) -> Play:

@@ -279,8 +279,10 @@ def test_up_in_a_lab_that_is_not_up_brings_it_up_first():
     name = unique_name("u")[:10].replace("x", "y")
     play = _play(["up", "--lab", name])
     assert play.extravars["mpsocks_lab_name"] == name
-    assert play.extravars["mpsocks_uplinks"] == ["lab0", "lab1"]
+    assert play.extravars["mpsocks_uplinks"] == [{"name": "lab0", "gateway": "198.18.0.1"},
+                                                 {"name": "lab1", "gateway": "198.18.1.1"}]
     assert play.extravars["mpsocks_guest_netns"] == f"{name}-guest"
     assert list(play.inventory["all"]["children"]["mpsocks_host"]["hosts"]) == [f"{name}-host"]
     backup = _play(["up", "--lab", name, "--uplinks", "lab0,lab1:backup"])
-    assert backup.extravars["mpsocks_uplinks"] == ["lab0", {"name": "lab1", "backup": True}]
+    assert backup.extravars["mpsocks_uplinks"] == [{"gateway": "198.18.0.1", "name": "lab0"},
+                                                   {"gateway": "198.18.1.1", "name": "lab1", "backup": True}]
