@@ -189,5 +189,6 @@ def test_lab_inventory_names_the_default_labs_namespaces():
     inventory = yaml.safe_load((Path(__file__).parents[2] / "inventory" / "lab.yml").read_text())
     hosts = {host for group in inventory["all"]["children"].values() for host in group["hosts"]}
     plan = lab_plan({})
-    assert hosts == {plan["host_netns"], plan["server_netns"]} | {u["isp_netns"] for u in plan["uplinks"]}
+    lab = {plan["host_netns"], plan["server_netns"]} | {u["isp_netns"] for u in plan["uplinks"]}
+    assert hosts == lab | {"mpslab-guest"}  # the guest of mpsocks-run up --lab
     assert inventory["all"]["vars"]["ansible_connection"] == "mpsocks.mptcp.netns"
