@@ -80,9 +80,9 @@ def guest_plan(uplinks, interfaces=None, dns_servers=None):
     return {
         "interfaces": [{"name": link["interface"], "addresses": [link["guest_address"]], "up": True}
                        for link in links],
-        "sysctls": [{"name": "net.ipv4.tcp_notsent_lowat", "value": NOTSENT_LOWAT}]
-        + [{"name": "net.ipv4.conf.%s.rp_filter" % link["interface"], "value": RP_FILTER_LOOSE}
-                    for link in links],
+        "sysctls": [{"name": "net.ipv4.tcp_notsent_lowat", "value": NOTSENT_LOWAT}] + [
+            {"name": "net.ipv4.conf.%s.rp_filter" % link["interface"], "value": RP_FILTER_LOOSE}
+            for link in links],
         "tables": [FIRST_TABLE + index for index in range(MAX_UPLINKS)],
         "policy_routes": [
             {"table": link["table"], "source": link["address"] + "/32",
