@@ -159,6 +159,8 @@ def run_playbook(
         event_handler=on_event,
         cancel_callback=stopper,
     )
+    if cancel.is_set():
+        stopper.finish()
     return RunResult("canceled" if cancel.is_set() else runner.status, runner.rc, run_dir)
 
 
@@ -184,12 +186,15 @@ class _Stopper:
     ansible-playbook then ends its workers and their commands, which run in sessions of their own
     out of reach of ansible-runner's SIGKILL to ansible-playbook's process group. That kill comes
     only after CANCEL_GRACE seconds, or at once if ansible-playbook has not started the playbook.
+    `finish` then kills whatever of the workers' process groups outlived the grace (a command that
+    ignores SIGINT, or a worker that was killed before it passed the signal on).
     """
 
     def __init__(self, cancel: threading.Event):
         self.cancel = cancel
         self.pid: int | None = None
         self.since: float | None = None
+        self.groups: set[int] = set()
 
     def watch(self, event: dict) -> None:
         """Learn ansible-playbook's pid from its first callback event."""
@@ -203,6 +208,52 @@ class _Stopper:
             return True
         if self.since is None:
             self.since = time.monotonic()
+            self.groups = _descendant_groups(self.pid) - {os.getpgrp()}
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGINT)
         return time.monotonic() - self.since > CANCEL_GRACE
+
+    def finish(self) -> None:
+        """Wait out the grace for the workers' process groups, then SIGKILL those still there."""
+        alive = _wait_gone(self.groups, (self.since or time.monotonic()) + CANCEL_GRACE)
+        for group in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        _wait_gone(alive, time.monotonic() + 2)  # a kill takes effect a moment after it is sent
+
+
+def _wait_gone(groups: set[int], deadline: float) -> set[int]:
+    """Wait until no process of GROUPS runs, or until DEADLINE; return the groups still running."""
+    while (groups := {group for group in groups if _group_alive(group)}) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return groups
+
+
+def _process_table() -> dict[int, tuple[int, int, str]]:
+    """Every process's parent, process group and state, from /proc."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            table[int(stat.parent.name)] = (int(fields[1]), int(fields[2]), fields[0])
+    return table
+
+
+def _descendant_groups(pid: int) -> set[int]:
+    """The process groups of PID and of all its descendants."""
+    table = _process_table()
+    children: dict[int, list[int]] = {}
+    for child, (parent, _group, _state) in table.items():
+        children.setdefault(parent, []).append(child)
+    groups, todo = set(), [pid]
+    while todo:
+        current = todo.pop()
+        if current in table:
+            groups.add(table[current][1])
+        todo.extend(children.get(current, []))
+    return groups
+
+
+def _group_alive(group: int) -> bool:
+    """Whether a process of GROUP is still running (zombies, whose parent went, do not count)."""
+    return any(g == group and state != "Z" for _parent, g, state in _process_table().values())

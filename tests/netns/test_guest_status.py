@@ -31,6 +31,10 @@ def guest(tmp_path_factory):
 
 @pytest.fixture
 def download(guest):
+    deadline = time.monotonic() + 10
+    while _proxy_connections(guest):  # an earlier test's download, still closing
+        assert time.monotonic() < deadline, "an earlier download's connection never closed"
+        time.sleep(0.1)
     client = far_download(guest, seconds=20)
     try:
         deadline = time.monotonic() + 10

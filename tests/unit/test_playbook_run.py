@@ -146,10 +146,17 @@ def _seconds() -> str:
     return f"30.{os.getpid() % 1000:03d}{next(_SLEEPS):03d}"
 
 
-def _nothing_left(artifacts: Path, seconds: str) -> bool:
-    """No sleep SECONDS, and no ansible-playbook using a run folder in ARTIFACTS."""
+def _left(artifacts: Path, seconds: str) -> list[list[str]]:
+    """Any sleep SECONDS, and any ansible-playbook using a run folder in ARTIFACTS."""
     extravars = f"@{(artifacts / 'latest').resolve() / 'env' / 'extravars'}"
-    return not _processes("sleep", seconds) and not _processes("ansible-playbook", extravars)
+    return _processes("sleep", seconds) + _processes("ansible-playbook", extravars)
+
+
+def _wait_until_nothing_left(artifacts: Path, seconds: str) -> None:
+    deadline = time.monotonic() + 15
+    while left := _left(artifacts, seconds):
+        assert time.monotonic() < deadline, f"still running 15 s after the cancel: {left}"
+        time.sleep(0.05)
 
 
 def test_cancel_stops_ansible_playbook_and_its_commands(tmp_path):
@@ -168,7 +175,18 @@ def test_cancel_stops_ansible_playbook_and_its_commands(tmp_path):
 
     assert time.monotonic() - cancelled_at[0] < 8
     assert (result.status, result.exit_code) == ("canceled", 99)
-    _wait_for(lambda: _nothing_left(tmp_path, seconds), timeout=15)
+    _wait_until_nothing_left(tmp_path, seconds)
+
+
+def test_cancel_ends_a_command_that_ignores_ctrl_c(tmp_path):
+    seconds = _seconds()
+    cancel = threading.Event()
+    threading.Thread(target=lambda: (_wait_for(lambda: _processes("sleep", seconds)), cancel.set()),
+                     daemon=True).start()
+    play = Play(PLAYBOOKS / "sleep_ignoring_ctrl_c.yml", INVENTORY, {"seconds": seconds})
+    result = run_playbook("sleep", play, RunOptions(artifacts_dir=tmp_path), cancel=cancel)
+    assert (result.status, result.exit_code) == ("canceled", 99)
+    assert not _processes("sleep", seconds), "the sleep outlived the cancel"
 
 
 def test_cancel_before_the_playbook_starts(tmp_path):
@@ -180,7 +198,7 @@ def test_cancel_before_the_playbook_starts(tmp_path):
     result = run_playbook("sleep", play, RunOptions(artifacts_dir=tmp_path), cancel=cancel)
     assert (result.status, result.exit_code) == ("canceled", 99)
     assert time.monotonic() - started < 8
-    _wait_for(lambda: _nothing_left(tmp_path, seconds), timeout=15)
+    _wait_until_nothing_left(tmp_path, seconds)
 
 
 _SIGINT_SCRIPT = """
@@ -215,4 +233,4 @@ def test_ctrl_c_cancels_cleanly(tmp_path):
     assert re.fullmatch(rf"\d+ module calls? in [0-9.]+ s; artifacts: {artifacts}", out.splitlines()[-1]), out
     assert err.splitlines()[-1] == "cancelled"
     assert "Traceback" not in err + out
-    _wait_for(lambda: _nothing_left(tmp_path, seconds), timeout=15)
+    _wait_until_nothing_left(tmp_path, seconds)
