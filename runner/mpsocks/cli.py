@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ansible_collections.mpsocks.mptcp.plugins.module_utils import addressing
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.locking import Lock, holder
 
 from mpsocks import analyze, guest_status, lab, stack
@@ -94,13 +95,15 @@ def parse_uplinks(text: str) -> list[str | dict[str, str]]:
 
 
 def _uplink(item: str) -> str | dict:
-    """``IF`` -> ``'IF'``; ``IF=GW`` -> ``{'name': 'IF', 'gateway': 'GW'}``; ``IF:backup`` adds ``backup``."""
-    item, backup = (item[:-len(":backup")], True) if item.endswith(":backup") else (item, False)
+    """``IF`` -> ``'IF'``; ``IF=GW`` -> ``{'name': 'IF', 'gateway': 'GW'}``; ``IF:backup`` adds
+    ``backup: True``, ``IF:active`` ``backup: False``."""
+    role = next((suffix for suffix in ("backup", "active") if item.endswith(f":{suffix}")), "")
+    item = item[:-len(role) - 1] if role else item
     name, has_gateway, gateway = item.partition("=")
     interface_name(name)
-    uplink = {"name": name} | ({"backup": True} if backup else {})
+    uplink = {"name": name} | ({"backup": role == "backup"} if role else {})
     if not has_gateway:
-        return uplink if backup else name
+        return uplink if role else name
     try:
         return uplink | {"gateway": str(ipaddress.ip_address(gateway))}
     except ValueError:
@@ -214,6 +217,8 @@ def stack_up(args: argparse.Namespace) -> Play:
                          "use --backend netns")
     if args.lab is None and not args.uplinks:
         raise UsageError("give --uplinks IF,IF... (your uplinks) or --lab (a lab's)")
+    if args.lab is not None and args.rates:
+        raise UsageError("--rates: a lab's uplinks have the rates the lab was made with")
     lab_settings = None
     if args.lab is not None:
         built, running = stack.lab_stack(args.lab, args.via_guest)
@@ -221,7 +226,7 @@ def stack_up(args: argparse.Namespace) -> Play:
         if args.uplinks:  # some of the lab's uplinks, or some as backup
             built = dataclasses.replace(built, uplinks=lab_uplinks(args.lab, built.uplinks, args.uplinks))
     else:
-        built = stack.Stack(uplinks=args.uplinks, via_guest=args.via_guest)
+        built = stack.Stack(uplinks=with_rates(args.uplinks, args.rates), via_guest=args.via_guest)
     if args.check_url:
         built = dataclasses.replace(built, check_url=args.check_url)
     recorded = stack.load()
@@ -234,16 +239,26 @@ def stack_up(args: argparse.Namespace) -> Play:
 
 
 def lab_uplinks(name: str, available: list[dict], chosen: list) -> list[dict]:
-    """CHOSEN (--uplinks) among lab NAME's AVAILABLE uplinks, with their gateways."""
-    gateways = {uplink["name"]: uplink["gateway"] for uplink in available}
+    """CHOSEN (--uplinks) among lab NAME's AVAILABLE uplinks, with their gateways and rates."""
+    known = {uplink["name"]: uplink for uplink in available}
     uplinks = []
     for uplink in chosen:
         uplink = {"name": uplink} if isinstance(uplink, str) else dict(uplink)
-        if uplink["name"] not in gateways:
+        if uplink["name"] not in known:
             raise UsageError(f"--uplinks: {uplink['name']} is not an uplink of lab {name} "
-                             f"({', '.join(gateways)})")
-        uplinks.append({"gateway": gateways[uplink["name"]], **uplink})
+                             f"({', '.join(known)})")
+        uplinks.append({**known[uplink["name"]], **uplink})
     return uplinks
+
+
+def with_rates(uplinks: list, rates: list[float] | None) -> list:
+    """UPLINKS (--uplinks) with their download RATES (--rates), in order."""
+    if not rates:
+        return uplinks
+    if len(rates) != len(uplinks):
+        raise UsageError(f"--rates: {len(rates)} rate(s) for {len(uplinks)} uplinks; give one per uplink")
+    return [({"name": uplink} if isinstance(uplink, str) else uplink) | {"rate_mbit": rate}
+            for uplink, rate in zip(uplinks, rates, strict=True)]
 
 
 def stack_down(args: argparse.Namespace) -> Play:
@@ -398,9 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     up_verb = _verb(verbs, "up", stack_up, "MPTCP over every uplink for every application: guest, host side, "
                     "SOCKS5 proxy, socksifier, check", "mpsocks-run up --lab")
-    up_verb.add_argument("--uplinks", type=parse_uplinks, metavar="IF[=GW][:backup],...",
+    up_verb.add_argument("--uplinks", type=parse_uplinks, metavar="IF[=GW][:backup|:active],...",
                          help="your uplinks, comma-separated; IF=GW sets a gateway, :backup makes an uplink "
-                              "an MPTCP backup (used only when the others fail)")
+                              "an MPTCP backup (used only when the others fail), :active never")
+    up_verb.add_argument("--rates", type=parse_rates, metavar="MBIT,...",
+                         help="the download rate of each uplink, in --uplinks order: an uplink slower than "
+                              f"{addressing.BACKUP_BELOW:.0%} of the fastest becomes a backup (it would slow "
+                              "the others down) unless given :active")
     up_verb.add_argument("--lab", nargs="?", const=lab.DEFAULTS["name"], type=lab_name, metavar="NAME",
                          help="use a lab's uplinks (bringing the lab up first unless it is up; default name "
                               "mpslab); --uplinks may then pick some of them or make one a backup")

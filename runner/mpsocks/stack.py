@@ -91,7 +91,9 @@ def lab_stack(name: str, via_guest: list, run_root: str = LAB_DEFAULTS["run_root
     else:
         running = True
     # Gateways given: a lab whose uplinks end in this namespace routes nothing of this namespace there.
-    uplinks = [{"name": uplink["name"], "gateway": uplink["gateway"]} for uplink in plan["uplinks"]]
+    uplinks = [{"name": uplink["name"], "gateway": uplink["gateway"]}
+               | ({"rate_mbit": uplink["rate_mbit"]} if uplink.get("rate_mbit") else {})
+               for uplink in plan["uplinks"]]
     dns = plan.get("dns")
     stack = Stack(guest=f"{name}-guest", host_netns=plan["host_netns"], uplinks=uplinks, lab=name,
                   lab_made=not running, via_guest=via_guest, check_url=plan["servers"]["check"],

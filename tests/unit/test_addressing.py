@@ -14,9 +14,11 @@ def test_plan_follows_the_seed_addressing():
     plan = uplink_plan(["wlp1s0", {"name": "usb0", "gateway": "192.168.42.129"}])
     assert plan == [
         {"index": 0, "uplink": "wlp1s0", "gateway": "auto", "tap": "mptcp0", "subnet": "10.66.6.0/24",
-         "host_address": "10.66.6.1/24", "guest_address": "10.66.6.2/24", "table": 6606, "backup": False},
+         "host_address": "10.66.6.1/24", "guest_address": "10.66.6.2/24", "table": 6606, "backup": False,
+         "rate_mbit": None},
         {"index": 1, "uplink": "usb0", "gateway": "192.168.42.129", "tap": "mptcp1", "subnet": "10.66.7.0/24",
-         "host_address": "10.66.7.1/24", "guest_address": "10.66.7.2/24", "table": 6607, "backup": False},
+         "host_address": "10.66.7.1/24", "guest_address": "10.66.7.2/24", "table": 6607, "backup": False,
+         "rate_mbit": None},
     ]
 
 
@@ -35,6 +37,8 @@ def test_last_slot():
     ([{"name": "wlp1s0", "backup": True}, "usb0"], "mpsocks_uplinks[0]: the first uplink"),
     (["wlp1s0", {"name": "usb0", "backup": "maybe"}], "mpsocks_uplinks[1].backup: expected true or false"),
     (["wlp1s0", {"name": "usb0", "backup": [True]}], "mpsocks_uplinks[1].backup"),
+    (["wlp1s0", {"name": "usb0", "rate_mbit": 0}], "mpsocks_uplinks[1].rate_mbit: a rate must be above 0"),
+    (["wlp1s0", {"name": "usb0", "rate_mbit": "fast"}], "mpsocks_uplinks[1].rate_mbit: expected a rate"),
 ])
 def test_bad_uplinks_name_the_item(uplinks, needle):
     with pytest.raises(MpsocksError, match=None) as caught:
@@ -47,6 +51,22 @@ def test_bad_uplinks_name_the_item(uplinks, needle):
 def test_backup_uplinks(given, backup):
     plan = uplink_plan(["wlp1s0", {"name": "usb0", "backup": given}])
     assert [u["backup"] for u in plan] == [False, backup]
+
+
+@pytest.mark.parametrize("rates, backup, expected", [
+    ((20, 2), None, [False, True]),  # a tenth of the fastest: backup
+    ((20, 5), None, [False, False]),  # a quarter: adds up, stays active
+    ((20, 3.9), None, [False, True]),
+    ((20, 2), False, [False, False]),  # backup set either way wins
+    ((20, 20), True, [False, True]),
+    ((2, 20), None, [False, False]),  # the first uplink is never a backup
+    ((None, 2), None, [False, False]),  # no rate to compare with
+])
+def test_a_much_slower_uplink_is_a_backup_unless_set(rates, backup, expected):
+    uplinks = [{"name": "wlp1s0", "rate_mbit": rates[0]}, {"name": "usb0", "rate_mbit": rates[1]}]
+    if backup is not None:
+        uplinks[1]["backup"] = backup
+    assert [u["backup"] for u in uplink_plan(uplinks)] == expected
 
 
 def test_tap_plan_makes_no_veth():

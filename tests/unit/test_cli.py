@@ -279,10 +279,29 @@ def test_up_in_a_lab_that_is_not_up_brings_it_up_first():
     name = unique_name("u")[:10].replace("x", "y")
     play = _play(["up", "--lab", name])
     assert play.extravars["mpsocks_lab_name"] == name
-    assert play.extravars["mpsocks_uplinks"] == [{"name": "lab0", "gateway": "198.18.0.1"},
-                                                 {"name": "lab1", "gateway": "198.18.1.1"}]
+    assert play.extravars["mpsocks_uplinks"] == [{"name": "lab0", "gateway": "198.18.0.1", "rate_mbit": 20},
+                                                 {"name": "lab1", "gateway": "198.18.1.1", "rate_mbit": 20}]
     assert play.extravars["mpsocks_guest_netns"] == f"{name}-guest"
     assert list(play.inventory["all"]["children"]["mpsocks_host"]["hosts"]) == [f"{name}-host"]
     backup = _play(["up", "--lab", name, "--uplinks", "lab0,lab1:backup"])
-    assert backup.extravars["mpsocks_uplinks"] == [{"gateway": "198.18.0.1", "name": "lab0"},
-                                                   {"gateway": "198.18.1.1", "name": "lab1", "backup": True}]
+    assert backup.extravars["mpsocks_uplinks"] == [
+        {"gateway": "198.18.0.1", "name": "lab0", "rate_mbit": 20},
+        {"gateway": "198.18.1.1", "name": "lab1", "rate_mbit": 20, "backup": True}]
+
+
+def test_up_rates_go_with_the_uplinks_in_order():
+    play = _play(["up", "--uplinks", "wlp1s0,usb0:active", "--rates", "20,2"])
+    assert play.extravars["mpsocks_uplinks"] == [{"name": "wlp1s0", "rate_mbit": 20.0},
+                                                 {"name": "usb0", "backup": False, "rate_mbit": 2.0}]
+    assert _play(["up", "--uplinks", "usb0=fe80::1:backup"]).extravars["mpsocks_uplinks"] == [
+        {"name": "usb0", "backup": True, "gateway": "fe80::1"}]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["up", "--uplinks", "wlp1s0,usb0", "--rates", "20"], "--rates: 1 rate(s) for 2 uplinks"),
+    (["up", "--lab", "--rates", "20,2"], "--rates: a lab's uplinks have the rates the lab was made with"),
+    (["up", "--uplinks", "wlp1s0", "--rates", "0"], "rate 0 is outside"),
+])
+def test_up_rates_that_do_not_fit_are_usage_errors(argv, message, capsys):
+    assert cli.main(argv) == cli.EXIT_USAGE
+    assert message in capsys.readouterr().err

@@ -32,6 +32,11 @@ FIRST_NETWORK = ipaddress.ip_network("10.66.6.0/24")
 FIRST_TABLE = 6606
 TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
+#: An uplink slower than this share of the fastest one is made a backup unless its ``backup`` is set:
+#: measured in the lab (20 Mbit/s + a slower uplink, downloads through the proxy), 20+5 adds up
+#: (0.975 of the sum) but 20+2 falls to about half the fast uplink alone, since the sender's MPTCP
+#: scheduler queues hundreds of KB on the slow subflow and the connection waits for them.
+BACKUP_BELOW = 0.2
 
 
 def flag(value, option):
@@ -47,14 +52,15 @@ def flag(value, option):
 
 
 def parse_uplink(item, position):
-    """An uplink is an interface name, or a dict with ``name`` and optional ``gateway`` and ``backup``."""
+    """An uplink is an interface name, or a dict with ``name`` and optional ``gateway``, ``backup``
+    (None: decided from the rates) and ``rate_mbit`` (its download rate, when known)."""
     option = "mpsocks_uplinks[%d]" % position
     if isinstance(item, str):
         item = {"name": item}
     if not isinstance(item, dict) or "name" not in item:
-        raise MpsocksError("%s: expected an interface name or {name: IF, gateway: GW, backup: BOOL}, got %r"
-                           % (option, item))
-    unknown = set(item) - {"name", "gateway", "backup"}
+        raise MpsocksError("%s: expected an interface name or {name: IF, gateway: GW, backup: BOOL, "
+                           "rate_mbit: N}, got %r" % (option, item))
+    unknown = set(item) - {"name", "gateway", "backup", "rate_mbit"}
     if unknown:
         raise MpsocksError("%s: unknown key(s) %s" % (option, ", ".join(sorted(unknown))))
     gateway = item.get("gateway") or "auto"
@@ -64,8 +70,29 @@ def parse_uplink(item, position):
     return {
         "name": interface_name(item["name"], option + ".name"),
         "gateway": gateway,
-        "backup": False if backup is None else flag(backup, option + ".backup"),
+        "backup": None if backup is None else flag(backup, option + ".backup"),
+        "rate_mbit": _rate(item.get("rate_mbit"), option + ".rate_mbit"),
     }
+
+
+def _rate(value, option):
+    """A positive rate in Mbit/s, or None when not given."""
+    if value is None or value == "":
+        return None
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise MpsocksError("%s: expected a rate in Mbit/s, got %r" % (option, value)) from None
+    if not rate > 0 or rate == float("inf"):
+        raise MpsocksError("%s: a rate must be above 0 Mbit/s, got %r" % (option, value))
+    return rate
+
+
+def _auto_backup(uplink, index, fastest):
+    """Whether UPLINK (at INDEX) is a backup: as set, else when much slower than the FASTEST rate."""
+    if uplink["backup"] is not None:
+        return uplink["backup"]
+    return bool(index and fastest and uplink["rate_mbit"] and uplink["rate_mbit"] < BACKUP_BELOW * fastest)
 
 
 def slot(index, tap_prefix=TAP_PREFIX):
@@ -92,9 +119,10 @@ def uplink_plan(uplinks, tap_prefix=TAP_PREFIX):
     if len(uplinks) > MAX_UPLINKS:
         raise MpsocksError("mpsocks_uplinks: %d uplinks given, MPTCP uses at most %d"
                            % (len(uplinks), MAX_UPLINKS))
+    parsed = [parse_uplink(item, index) for index, item in enumerate(uplinks)]
+    fastest = max([uplink["rate_mbit"] for uplink in parsed if uplink["rate_mbit"]], default=None)
     plan = []
-    for index, item in enumerate(uplinks):
-        uplink = parse_uplink(item, index)
+    for index, uplink in enumerate(parsed):
         if uplink["name"] in [p["uplink"] for p in plan]:
             raise MpsocksError("mpsocks_uplinks[%d]: %s is listed twice" % (index, uplink["name"]))
         if index == 0 and uplink["backup"]:
@@ -102,7 +130,7 @@ def uplink_plan(uplinks, tap_prefix=TAP_PREFIX):
                                "subflow, so it cannot be a backup; list %s after another uplink"
                                % uplink["name"])
         plan.append(dict(slot(index, tap_prefix), uplink=uplink["name"], gateway=uplink["gateway"],
-                         backup=uplink["backup"]))
+                         backup=_auto_backup(uplink, index, fastest), rate_mbit=uplink["rate_mbit"]))
     return plan
 
 
