@@ -156,3 +156,10 @@ def test_lab_quick_start_as_written(readme_env):
             subprocess.run(["bash", "-c", "mpsocks-run lab down"], env=readme_env, capture_output=True,
                            cwd=REPO)
         assert_unchanged(before)
+
+
+def test_analyze_as_written(readme_env):
+    ((command, output),) = steps(blocks("Looking at the wire: analyze")[0])
+    shown = blocks("Looking at the wire: analyze", kind="")[0]
+    assert not output and shown
+    run_steps([(command, shown)], readme_env)

@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ipaddress
+import math
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.netns import valid_netns_name
@@ -83,7 +84,7 @@ def _rate(value, option):
         rate = float(value)
     except (TypeError, ValueError):
         raise MpsocksError("%s: expected a rate in Mbit/s, got %r" % (option, value)) from None
-    if not rate > 0 or rate == float("inf"):
+    if not math.isfinite(rate) or rate <= 0:
         raise MpsocksError("%s: a rate must be above 0 Mbit/s, got %r" % (option, value))
     return rate
 
