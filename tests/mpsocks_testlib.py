@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import hashlib
 import itertools
 import json
 import os
@@ -25,8 +26,10 @@ CREATED: set[str] = set()
 
 
 def collections_root() -> Path:
-    """A folder whose ansible_collections/mpsocks/mptcp is this checkout's collection."""
-    root = Path(tempfile.gettempdir()) / f"mpsocks-tests-{os.getuid()}" / "collections"
+    """A folder whose ansible_collections/mpsocks/mptcp is this checkout's collection: one per checkout,
+    so that test runs of two checkouts on one machine never point each other's plays elsewhere."""
+    checkout = hashlib.sha256(str(REPO).encode()).hexdigest()[:12]
+    root = Path(tempfile.gettempdir()) / f"mpsocks-tests-{os.getuid()}" / f"collections-{checkout}"
     link = root / "ansible_collections" / "mpsocks" / "mptcp"
     link.parent.mkdir(parents=True, exist_ok=True)
     if not link.is_symlink() or link.resolve() != COLLECTION:
