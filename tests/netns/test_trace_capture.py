@@ -56,8 +56,9 @@ with socket.socket(socket.AF_INET if family == 4 else socket.AF_INET6, socket.SO
     conn.close()
 """
 
-# One byte makes the MPTCP connection fully established (the path manager then adds the second subflow),
-# the second, a moment later, asks for the download.
+# One byte makes the MPTCP connection fully established (the path manager then adds the second subflow);
+# the second asks for the download once the kernel counts that subflow (MPTCP_INFO's first byte), or after
+# 10 s without it, so a slow machine never starts the download on one subflow.
 CLIENT = r"""
 import socket, sys, time
 family, address, port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
@@ -65,7 +66,9 @@ with socket.socket(socket.AF_INET if family == 4 else socket.AF_INET6, socket.SO
     sock.settimeout(30)
     sock.connect((address, port))
     sock.sendall(b"g")
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while sock.getsockopt(284, 1, 256)[0] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     sock.sendall(b"o")
     received = 0
     while True:
