@@ -34,6 +34,8 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 # libvirt-dev, pkg-config, gcc, python3-dev: libvirt-python compiles;
 # dante-server, redsocks, mptcpd, mptcpize (`mptcpize run`): the SOCKS side and the quick start;
 # libpam-pwdfile: SOCKS users checked against a file of the proxy's own; dnsmasq-base: the lab's DNS.
+# debootstrap: the guest image; linux-source-6.1 ... libelf-dev: the guest's kernel (objtool needs
+# gelf.h); file: the tests look at the bzImage.
 # libvirt-daemon-system, libvirt-daemon-driver-qemu, qemu-system-x86: libvirtd (virtlogd -d, libvirtd -d)
 # running the VM guest; -system brings the libvirt-qemu user, /etc/libvirt and /var/log/libvirt, without
 # which libvirtd starts no QEMU driver. Where systemd is not the running init, its sysv flavour, so that
@@ -43,6 +45,7 @@ packages=(
     iproute2 nftables tcpdump tshark procps psmisc curl
     dante-server redsocks mptcpd mptcpize libpam-pwdfile dnsmasq-base
     libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86
+    debootstrap linux-source-6.1 build-essential bc bison flex libelf-dev xz-utils file
 )
 [ -d /run/systemd/system ] || packages+=(libvirt-daemon-system-sysv)
 export DEBIAN_FRONTEND=noninteractive

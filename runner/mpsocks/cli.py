@@ -292,6 +292,26 @@ def lab_down(args: argparse.Namespace) -> Play:
     return _lab(args.name, "absent")
 
 
+def build_kernel(args: argparse.Namespace) -> Play:
+    """``build kernel``: the guest's MPTCP kernel, compiled once per source and configuration."""
+    extravars = {"mpsocks_kernel_base": args.base}
+    if args.tarball:
+        extravars["mpsocks_kernel_tarball"] = str(args.tarball.absolute())
+    if args.git:
+        repo, _, ref = args.git.rpartition("@") if "@" in args.git else (args.git, "", "")
+        extravars |= {"mpsocks_kernel_git_repo": repo} | ({"mpsocks_kernel_git_ref": ref} if ref else {})
+    if args.option:
+        extravars["mpsocks_kernel_fragment"] = args.option
+    return Play(data_file("playbooks/build_kernel.yml"), data_file("inventory/localhost.yml"), extravars,
+                target="build-kernel")
+
+
+def build_image(args: argparse.Namespace) -> Play:
+    """``build image``: the guest's Debian image (with the proxy's packages unless --base)."""
+    playbook = "playbooks/build_image.yml" if args.base else "playbooks/install_vm_extra.yml"
+    return Play(data_file(playbook), data_file("inventory/localhost.yml"), {}, target="build-image")
+
+
 def _recorded_stack() -> stack.Stack:
     recorded = stack.load()
     if recorded is None:
@@ -448,6 +468,24 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(command=stack_check)
     check.add_argument("--json", action="store_true", help="print the result as JSON (mptcp, subflows, ...)")
     check.add_argument("--url", help="the check URL (default: the one up was given)")
+
+    build_verbs = _group(verbs, "build", "the VM guest's parts, cached: a second build changes nothing",
+                         "mpsocks-run build kernel && mpsocks-run build image")
+    kernel = _verb(build_verbs, "kernel", build_kernel, "compile the guest's MPTCP kernel (Debian's "
+                   "linux-source by default; minutes, with a live count of objects built)",
+                   "mpsocks-run build kernel")
+    source = kernel.add_mutually_exclusive_group()
+    source.add_argument("--tarball", type=Path, metavar="FILE", help="build from this kernel source tarball")
+    source.add_argument("--git", metavar="REPO[@REF]", help="build from this git tree, at REF")
+    kernel.add_argument("--base", choices=("tinyconfig", "defconfig"), default="tinyconfig",
+                        help="the configuration the project's fragment is merged into (default: tinyconfig)")
+    kernel.add_argument("--option", action="append", default=[], metavar="CONFIG_X=y",
+                        help="a kernel option of your own (repeatable); the build fails, naming it, if the "
+                             "final configuration drops it")
+    image = _verb(build_verbs, "image", build_image, "debootstrap the guest's Debian image with ssh, python3 "
+                  "and the proxy's packages", "mpsocks-run build image")
+    image.add_argument("--base", action="store_true", help="only the base image, without dante, redsocks and "
+                       "mptcpize")
 
     lab_verbs = _group(verbs, "lab", "a hermetic internet in network namespaces to try mpsocks offline",
                        "mpsocks-run lab up && mpsocks-run lab status")

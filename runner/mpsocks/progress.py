@@ -1,5 +1,6 @@
 """ansible-runner events as lines: one per task result, a failure's message, warnings and debug
-messages, a line when a task takes long, Ansible's recap, and what the run cost."""
+messages, a line per retry of an ``until`` task with its message, a line when a task takes long,
+Ansible's recap, and what the run cost."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from datetime import datetime
 from typing import TextIO
 
 RESULT_EVENTS = ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped")
+#: An attempt of an ``until`` task that will be tried again (Ansible's "FAILED - RETRYING").
+RETRY_EVENT = "runner_retry"
 ANSIBLE_COLUMNS = 79  # Ansible's banner width when its output is not a terminal (and its minimum)
 _RECAP_FIELDS = (
     ("ok", "ok"),
@@ -56,6 +59,17 @@ def task_line(event: dict, elapsed: float) -> str:
     """``   12.3s changed     [host] role : task``."""
     data = event["event_data"]
     return f"{elapsed:7.1f}s {task_status(event):<11} [{data.get('host')}] {task_title(data)}"
+
+
+def retry_line(event: dict, elapsed: float) -> str:
+    """``  95.1s retrying    [localhost] role : task: MESSAGE``, MESSAGE the attempt's msg (else the last
+    line of its stdout)."""
+    data = event["event_data"]
+    res = data.get("res") or {}
+    stdout = str(res.get("stdout") or "").splitlines()
+    message = " ".join(str(res.get("msg") or (stdout[-1] if stdout else "")).split())
+    line = f"{elapsed:7.1f}s {'retrying':<11} [{data.get('host')}] {task_title(data)}"
+    return f"{line}: {message}" if message else line
 
 
 def failure_message(res: dict) -> str:
@@ -163,6 +177,8 @@ class Progress:
             self.play_start = created
         if kind in RESULT_EVENTS:
             self.calls += module_calls(event)
+        elif kind == RETRY_EVENT and event["event_data"].get("task_action") not in CONTROLLER_ACTIONS:
+            self.calls += 1  # each attempt is a module call; the last one comes as the result
         if kind in ("playbook_on_task_start", "playbook_on_stats") or kind in RESULT_EVENTS:
             self._watch(event if kind == "playbook_on_task_start" else None)
         self._print(self.lines(event))
@@ -196,6 +212,8 @@ class Progress:
             return [stdout.replace("\r\n", "\n")] if stdout else []
         if kind in RESULT_EVENTS:
             return self._result_lines(event)
+        if kind == RETRY_EVENT:
+            return [retry_line(event, self._since_play_start(event))]
         if kind == "playbook_on_stats":
             return recap_lines(event["event_data"], ansible_columns(self.out))
         if kind == "error" or (kind == "verbose" and stdout.startswith(("[ERROR]", "ERROR!"))):
@@ -204,9 +222,12 @@ class Progress:
             return [" ".join(stdout.split())]
         return []
 
-    def _result_lines(self, event: dict) -> list[str]:
+    def _since_play_start(self, event: dict) -> float:
         created = _created(event)
-        lines = [task_line(event, (created - (self.play_start or created)).total_seconds())]
+        return (created - (self.play_start or created)).total_seconds()
+
+    def _result_lines(self, event: dict) -> list[str]:
+        lines = [task_line(event, self._since_play_start(event))]
         data = event["event_data"]
         res = data.get("res") or {}
         if event["event"] in ("runner_on_failed", "runner_on_unreachable"):

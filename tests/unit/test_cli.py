@@ -305,3 +305,15 @@ def test_up_rates_go_with_the_uplinks_in_order():
 def test_up_rates_that_do_not_fit_are_usage_errors(argv, message, capsys):
     assert cli.main(argv) == cli.EXIT_USAGE
     assert message in capsys.readouterr().err
+
+
+def test_build_verbs_run_their_playbooks(tmp_path):
+    kernel = _play(["build", "kernel", "--git", "https://example.invalid/linux.git@v6.6", "--option",
+                    "CONFIG_MPTCP=y"])
+    assert kernel.playbook.name == "build_kernel.yml" and kernel.target == "build-kernel"
+    assert kernel.extravars == {"mpsocks_kernel_base": "tinyconfig",
+                                "mpsocks_kernel_git_repo": "https://example.invalid/linux.git",
+                                "mpsocks_kernel_git_ref": "v6.6",
+                                "mpsocks_kernel_fragment": ["CONFIG_MPTCP=y"]}
+    assert _play(["build", "image"]).playbook.name == "install_vm_extra.yml"
+    assert _play(["build", "image", "--base"]).playbook.name == "build_image.yml"
