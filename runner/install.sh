@@ -39,12 +39,13 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 # libvirt-daemon-system, libvirt-daemon-driver-qemu, qemu-system-x86: libvirtd (virtlogd -d, libvirtd -d)
 # running the VM guest; -system brings the libvirt-qemu user, /etc/libvirt and /var/log/libvirt, without
 # which libvirtd starts no QEMU driver. Where systemd is not the running init, its sysv flavour, so that
-# apt neither pulls in nor upgrades systemd for it.
+# apt neither pulls in nor upgrades systemd for it. qemu-utils, openssh-client: the guest's disk is a
+# qcow2 overlay on the cached image (qemu-img), and Ansible reaches the guest over ssh.
 packages=(
     python3 python3-venv python3-dev gcc pkg-config libvirt-dev
     iproute2 nftables tcpdump tshark procps psmisc curl
     dante-server redsocks mptcpd mptcpize libpam-pwdfile dnsmasq-base
-    libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86
+    libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils openssh-client
     debootstrap linux-source-6.1 build-essential bc bison flex libelf-dev xz-utils file
 )
 [ -d /run/systemd/system ] || packages+=(libvirt-daemon-system-sysv)

@@ -212,21 +212,22 @@ def host_down(args: argparse.Namespace) -> Play:
 
 def stack_up(args: argparse.Namespace) -> Play:
     """``up``: the guest, the host side and the proxy stack, then the check; recorded for ``down`` first."""
-    if args.backend == "libvirt":
-        raise UsageError("--backend libvirt: not available yet (the VM backend comes next); "
-                         "use --backend netns")
     if args.lab is None and not args.uplinks:
         raise UsageError("give --uplinks IF,IF... (your uplinks) or --lab (a lab's)")
     if args.lab is not None and args.rates:
         raise UsageError("--rates: a lab's uplinks have the rates the lab was made with")
     lab_settings = None
     if args.lab is not None:
-        built, running = stack.lab_stack(args.lab, args.via_guest)
-        lab_settings = None if running else {"name": args.lab}
+        try:
+            built, running = stack.lab_stack(args.lab, args.via_guest, backend=args.backend)
+        except stack.MpsocksError as exc:
+            raise UsageError(str(exc)) from None
+        lab_settings = None if running else {"name": args.lab, "host_netns": args.backend == "netns"}
         if args.uplinks:  # some of the lab's uplinks, or some as backup
             built = dataclasses.replace(built, uplinks=lab_uplinks(args.lab, built.uplinks, args.uplinks))
     else:
-        built = stack.Stack(uplinks=with_rates(args.uplinks, args.rates), via_guest=args.via_guest)
+        built = stack.Stack(uplinks=with_rates(args.uplinks, args.rates), via_guest=args.via_guest,
+                            backend=args.backend)
     if args.check_url:
         built = dataclasses.replace(built, check_url=args.check_url)
     recorded = stack.load()
@@ -445,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "mpslab); --uplinks may then pick some of them or make one a backup")
     up_verb.add_argument("--backend", choices=stack.BACKENDS, default="netns",
                          help="the guest: a network namespace using this kernel's MPTCP (netns, the default "
-                              "for now) or a libvirt VM with its own MPTCP kernel (libvirt, not yet)")
+                              "for now) or a libvirt VM with its own MPTCP kernel, built and cached on first "
+                              "use (libvirt; with --lab, the lab's uplinks are in the root namespace)")
     up_verb.add_argument("--via-guest", type=parse_cidrs, default=[], metavar="CIDR,...",
                          help="route these destinations through the guest, where the socksifier takes "
                               "any application's traffic to them through the proxy")
