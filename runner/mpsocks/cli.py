@@ -336,8 +336,12 @@ def stack_status(args: argparse.Namespace) -> int:
 def stack_check(args: argparse.Namespace) -> int:
     """``check``: MPTCP through the proxy, with a subflow on every uplink that is not a backup?"""
     recorded = _recorded_stack()
-    result = guest_status.check(recorded.guest, recorded.guest_interfaces(), args.url or recorded.check_url,
-                                recorded.socks_address(), client_netns=recorded.host_netns)
+    url = args.url or recorded.check_url
+    interfaces, proxy = recorded.guest_interfaces(), recorded.socks_address()
+    if recorded.backend == "netns":
+        result = guest_status.check(recorded.guest, interfaces, url, proxy, client_netns=recorded.host_netns)
+    else:
+        result = guest_status.check_in_guest(recorded.inventory(), recorded.guest, interfaces, url, proxy)
     print(json.dumps(result, indent=2) if args.json else guest_status.format_check(result), flush=True)
     return EXIT_OK if guest_status.check_failure(result) is None else EXIT_FAILED
 

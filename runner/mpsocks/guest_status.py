@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils import mptcp_check, mptcp_sockets
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.daemon import is_record, live
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.mptcp_pm import flag_names, path_manager
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.netns import (
     netns_identity,
@@ -23,6 +24,8 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.netns import (
     visiting,
 )
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.rtnl import iproute, managed_addresses
+
+from mpsocks.playbook_run import ModuleUnreachable, run_module
 
 DEFAULT_RUN_DIR = "/run/mpsocks/guest"
 MPTCP_ENABLED = "/proc/sys/net/mptcp/enabled"
@@ -289,6 +292,20 @@ def check(guest: str, interfaces: list[str], url: str, proxy: str, client_netns:
     """
     return mptcp_check.run_check(url, proxy, interfaces, timeout, username, password,
                                  client_netns=client_netns, kernel_netns=guest)
+
+
+def check_in_guest(inventory: dict, guest: str, interfaces: list[str], url: str, proxy: str) -> dict:
+    """check()'s result for a guest of its own kernel (a VM): the ``mptcp_check`` module run in GUEST of
+    INVENTORY, the client there too. Raises MpsocksError (one line) when the guest or URL does not answer."""
+    try:
+        result = run_module(inventory, guest, "mpsocks.mptcp.mptcp_check",
+                            {"url": url, "proxy": proxy, "uplinks": interfaces})
+    except ModuleUnreachable as exc:
+        raise MpsocksError(f"guest {exc}") from None
+    if "mptcp" not in result:
+        raise MpsocksError(result.get("msg", f"{url}: no answer"))
+    return {key: value for key, value in result.items()
+            if not key.startswith("_ansible") and key not in ("changed", "failed", "msg", "invocation")}
 
 
 def check_failure(result: dict) -> str | None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import re
 import shlex
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -162,6 +164,30 @@ def run_playbook(
     if cancel.is_set():
         stopper.finish()
     return RunResult("canceled" if cancel.is_set() else runner.status, runner.rc, run_dir)
+
+
+def run_module(inventory: dict, host: str, module: str, args: dict) -> dict:
+    """Run MODULE with ARGS once on HOST of INVENTORY (``ansible`` ad hoc, its run folder thrown away) and
+    return its result; raises ModuleUnreachable with Ansible's message when HOST cannot be reached."""
+    import ansible_runner
+
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
+    with tempfile.TemporaryDirectory(prefix="mpsocks-module.") as private:
+        runner = ansible_runner.run(  # its ``ansible``: the one beside this Python (the virtualenv's) first
+            private_data_dir=private, inventory=inventory, host_pattern=host, module=module,
+            module_args=json.dumps(args) if args else None, envvars={**NO_COLOUR, "PATH": path}, quiet=True)
+        for event in runner.events:
+            result = event.get("event_data", {}).get("res")
+            if event["event"] == "runner_on_unreachable":
+                message = (result or {}).get("msg", "unreachable")
+                raise ModuleUnreachable(f"{host}: {' '.join(message.split())}")
+            if event["event"] in ("runner_on_ok", "runner_on_failed"):
+                return result
+    raise ModuleUnreachable(f"{host}: {module} gave no result (ansible exit status {runner.rc})")
+
+
+class ModuleUnreachable(Exception):
+    """run_module() got no result from its host."""
 
 
 def _ansible_playbook() -> str:

@@ -123,9 +123,10 @@ def lab_stack(name: str, via_guest: list, run_root: str = LAB_DEFAULTS["run_root
     else:
         running = True
         if backend == "libvirt" and plan["host_netns"] is not None:
-            raise MpsocksError(f"lab {name} has its uplinks in namespace {plan['host_netns']}, where libvirtd "
-                               f"cannot give the VM taps: mpsocks-run lab down --name {name} first (up --lab "
-                               "--backend libvirt then makes it with its uplinks in the root namespace)")
+            raise MpsocksError(f"lab {name} has its uplinks in namespace {plan['host_netns']}, where "
+                               f"libvirtd cannot give the VM taps: mpsocks-run lab down --name {name} first "
+                               "(up --lab --backend libvirt then makes it with its uplinks in the root "
+                               "namespace)")
     # Gateways given: a lab whose uplinks end in this namespace routes nothing of this namespace there.
     uplinks = [{"name": uplink["name"], "gateway": uplink["gateway"]}
                | ({"rate_mbit": uplink["rate_mbit"]} if uplink.get("rate_mbit") else {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -16,7 +17,7 @@ from mpsocks_testlib import SEED_TRACES, runner_env, unique_name
 RUNNER = Path(__file__).resolve().parents[2] / "runner"
 sys.path.insert(0, str(RUNNER))
 
-from mpsocks import cli  # noqa: E402
+from mpsocks import cli, stack  # noqa: E402
 
 
 def test_uplinks_are_names_or_name_and_gateway():
@@ -252,10 +253,9 @@ def test_analyze_is_a_verb_of_mpsocks_run(capsys, tmp_path):
     assert out == "" and err.count("\n") == 1 and str(empty) in err
 
 
-def test_up_needs_uplinks_or_a_lab_and_no_libvirt_yet(capsys):
+def test_up_needs_uplinks_or_a_lab(capsys):
     for argv, needle in ((["up"], "give --uplinks IF,IF... (your uplinks) or --lab"),
                          (["up", "--lab", "--uplinks", "eth0"], "eth0 is not an uplink of lab mpslab"),
-                         (["up", "--lab", "--backend", "libvirt"], "--backend libvirt: not available yet"),
                          (["up", "--lab", "--via-guest", "198.19.0.0/33"],
                           "'198.19.0.0/33' is not a destination")):
         assert cli.main(argv) == 5
@@ -273,6 +273,33 @@ def test_up_on_uplinks_of_the_real_host():
     groups = play.inventory["all"]["children"]
     assert list(groups["mpsocks_host"]["hosts"]) == ["localhost"]
     assert groups["mpsocks_guest"]["hosts"]["mpsocks-guest"]["ansible_connection"] == "mpsocks.mptcp.netns"
+
+
+def test_up_on_a_vm_reaches_it_over_ssh_through_the_first_tap():
+    play = _play(["up", "--uplinks", "wlp1s0,usb0", "--backend", "libvirt"])
+    assert play.extravars["mpsocks_backend"] == "libvirt"
+    assert play.extravars["mpsocks_guest_run_dir"] == "/run/mpsocks/guest"  # the VM's own /run
+    guest = play.inventory["all"]["children"]["mpsocks_guest"]["hosts"]["mpsocks-guest"]
+    assert guest["ansible_connection"] == "ssh" and guest["ansible_host"] == "10.66.6.2"
+    assert guest["ansible_ssh_private_key_file"] == "/var/lib/mpsocks/ssh/id_ed25519"
+    known_hosts = "UserKnownHostsFile=/var/lib/mpsocks/guests/mpsocks-guest/known_hosts"
+    assert known_hosts in guest["ansible_ssh_common_args"]
+    assert "StrictHostKeyChecking=yes" in guest["ansible_ssh_common_args"] and guest["ansible_ssh_pipelining"]
+
+
+def test_a_vm_needs_a_lab_with_its_uplinks_in_the_root_namespace(tmp_path):
+    name = unique_name("u")[:10].replace("x", "y")
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "lab.json").write_text(json.dumps({
+        "host_netns": f"{name}-host", "uplinks": [], "servers": {"check": "http://198.19.0.10/"}}))
+    with pytest.raises(stack.MpsocksError, match=f"lab {name} has its uplinks in namespace {name}-host, "
+                       "where libvirtd cannot give the VM taps: mpsocks-run lab down --name"):
+        stack.lab_stack(name, [], run_root=str(tmp_path), backend="libvirt")
+    built, running = stack.lab_stack(name, [], run_root=str(tmp_path))
+    assert running and built.host_netns == f"{name}-host"
+    # Not up yet: the lab up makes has its uplinks in the root namespace.
+    built, running = stack.lab_stack(f"{name}z", [], run_root=str(tmp_path), backend="libvirt")
+    assert not running and built.host_netns is None and built.backend == "libvirt"
 
 
 def test_up_in_a_lab_that_is_not_up_brings_it_up_first():

@@ -234,3 +234,19 @@ def test_ctrl_c_cancels_cleanly(tmp_path):
     assert err.splitlines()[-1] == "cancelled"
     assert "Traceback" not in err + out
     _wait_until_nothing_left(tmp_path, seconds)
+
+
+def test_run_module_gives_the_modules_result_or_says_the_host_is_unreachable():
+    inventory = {"all": {"hosts": {
+        "here": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
+        "nowhere": {"ansible_host": "127.0.0.1", "ansible_port": 9,
+                    "ansible_ssh_common_args": "-o ConnectTimeout=5"},
+    }}}
+    assert playbook_run.run_module(inventory, "here", "ansible.builtin.ping", {"data": "hi"})["ping"] == "hi"
+    failed = playbook_run.run_module(inventory, "here", "mpsocks.mptcp.mptcp_check",
+                                     {"url": "http://127.0.0.1:9/"})
+    assert failed["msg"] == "http://127.0.0.1:9/ does not answer: Connection refused"
+    unreachable = r"^nowhere: .*port 9: Connection refused"
+    with pytest.raises(playbook_run.ModuleUnreachable, match=unreachable) as raised:
+        playbook_run.run_module(inventory, "nowhere", "ansible.builtin.ping", {})
+    assert "\n" not in str(raised.value)
