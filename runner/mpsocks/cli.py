@@ -18,13 +18,14 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils import addressing
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.locking import Lock, holder
 
-from mpsocks import analyze, guest_status, lab, stack
+from mpsocks import analyze, guest_status, lab, stack, vm_status
 from mpsocks.playbook_run import (
     EXIT_BUSY,
     EXIT_CANCELLED,
@@ -228,6 +229,11 @@ def stack_up(args: argparse.Namespace) -> Play:
     else:
         built = stack.Stack(uplinks=with_rates(args.uplinks, args.rates), via_guest=args.via_guest,
                             backend=args.backend)
+    if args.kernel != "built":
+        if args.backend != "libvirt":
+            raise UsageError(f"--kernel {args.kernel}: only a VM guest (--backend libvirt) has a kernel of "
+                             "its own")
+        built = dataclasses.replace(built, kernel=args.kernel)
     if args.check_url:
         built = dataclasses.replace(built, check_url=args.check_url)
     recorded = stack.load()
@@ -266,8 +272,9 @@ def stack_down(args: argparse.Namespace) -> Play:
     """``down``: everything up made (and the lab, when up made it), found from the kernel and the record."""
     recorded = stack.load() or stack.Stack()
     lab_settings = {"name": recorded.lab} if recorded.lab and recorded.lab_made else None
-    return Play(data_file("playbooks/teardown.yml"), recorded.inventory(), recorded.extravars(lab_settings),
-                target="stack", after_success=stack.forget)
+    extravars = recorded.extravars(lab_settings) | ({"mpsocks_purge": True} if args.purge else {})
+    return Play(data_file("playbooks/teardown.yml"), recorded.inventory(), extravars, target="stack",
+                after_success=stack.forget)
 
 
 def _lab(name: str, state: str, settings: dict | None = None) -> Play:
@@ -323,6 +330,8 @@ def _recorded_stack() -> stack.Stack:
 def stack_status(args: argparse.Namespace) -> int:
     """``status``: the guest, its links and endpoints, and the live MPTCP connections through the proxy."""
     recorded = _recorded_stack()
+    if recorded.backend == "libvirt":
+        return _vm_status(recorded.guest, args)
     where = (recorded.guest, recorded.guest_interfaces(), recorded.run_dir())
     if args.watch:
         for report in guest_status.watch(*where):
@@ -331,6 +340,19 @@ def stack_status(args: argparse.Namespace) -> int:
     report = guest_status.status(*where)
     print(json.dumps(report, indent=2) if args.json else guest_status.format_status(report), flush=True)
     return EXIT_OK if report["up"] else EXIT_NOT_UP
+
+
+def _vm_status(guest: str, args: argparse.Namespace) -> int:
+    """``status`` of a VM guest: its domain and what answers in it (--watch: every second)."""
+    while True:
+        report = vm_status.status(guest)
+        text = json.dumps(report, indent=None if args.watch else 2) if args.json \
+            else vm_status.format_status(report)
+        if not args.watch:
+            print(text, flush=True)
+            return EXIT_OK if report["up"] else EXIT_NOT_UP
+        print(text if args.json else guest_status.redraw(text), end="\n" if args.json else "", flush=True)
+        time.sleep(1)
 
 
 def stack_check(args: argparse.Namespace) -> int:
@@ -452,6 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the guest: a network namespace using this kernel's MPTCP (netns, the default "
                               "for now) or a libvirt VM with its own MPTCP kernel, built and cached on first "
                               "use (libvirt; with --lab, the lab's uplinks are in the root namespace)")
+    up_verb.add_argument("--kernel", choices=("built", "distro"), default="built",
+                         help="the VM's kernel: the one mpsocks builds with a small config (built, the "
+                              "default) or the image's own Debian kernel, no compiling (distro)")
     up_verb.add_argument("--via-guest", type=parse_cidrs, default=[], metavar="CIDR,...",
                          help="route these destinations through the guest, where the socksifier takes "
                               "any application's traffic to them through the proxy")
@@ -460,8 +485,11 @@ def build_parser() -> argparse.ArgumentParser:
     up_verb.add_argument("--foreground", action="store_true",
                          help="stay up, and tear everything down on Ctrl-C (as the seed's boot_socks "
                               "did)")
-    _verb(verbs, "down", stack_down, "remove what up made (also after an interrupted up); a no-op when "
-          "nothing is up", "mpsocks-run down")
+    down_verb = _verb(verbs, "down", stack_down, "remove what up made (also after an interrupted up); a "
+                      "no-op when nothing is up", "mpsocks-run down")
+    down_verb.add_argument("--purge", action="store_true",
+                           help=f"also remove what the VM backend built and keeps in {stack.STATE_DIR} (its "
+                                "kernel, image, ssh key and kernel build tree)")
     status = verbs.add_parser("status", **_help(
         "the guest, its links and endpoints, and the live MPTCP connections through the proxy with the rate "
         "of each subflow", "mpsocks-run status --watch", runs_a_play=False))

@@ -44,6 +44,7 @@ class Stack:
     check_url: str = CHECK_URL
     dns_servers: list | None = None  # None: the host's
     backend: str = "netns"
+    kernel: str = "built"  # a VM's kernel: mpsocks' own build, or the image's (distro)
 
     def inventory(self) -> dict:
         """The host (local, or its namespace) and the guest (its namespace, or the VM over ssh), as groups
@@ -90,6 +91,8 @@ class Stack:
             "mpsocks_backend": self.backend,
             "mpsocks_guest_name": self.guest,
         }
+        if self.backend == "libvirt":
+            extravars["mpsocks_vm_kernel_source"] = self.kernel
         if self.dns_servers is not None:
             extravars["mpsocks_dns_servers"] = self.dns_servers
         for key, value in (lab_settings or {}).items():
@@ -138,8 +141,9 @@ def lab_stack(name: str, via_guest: list, run_root: str = LAB_DEFAULTS["run_root
     return stack, running
 
 
-def save(stack: Stack, path: Path = STATE_FILE) -> None:
+def save(stack: Stack, path: Path | None = None) -> None:
     """Record STACK before up changes anything (an earlier record of a lab up made stays so)."""
+    path = path or STATE_FILE
     earlier = load(path)
     if earlier is not None and earlier.lab == stack.lab and earlier.lab_made:
         stack = replace(stack, lab_made=True)
@@ -149,8 +153,9 @@ def save(stack: Stack, path: Path = STATE_FILE) -> None:
     os.replace(tmp, path)
 
 
-def load(path: Path = STATE_FILE) -> Stack | None:
+def load(path: Path | None = None) -> Stack | None:
     """The recorded stack, or None when up has not run (or down has removed it)."""
+    path = path or STATE_FILE
     try:
         return Stack(**json.loads(path.read_text()))
     except FileNotFoundError:
@@ -167,5 +172,6 @@ def is_up(recorded: Stack) -> bool:
         recorded.lab_made and lab_run_dir is not None and lab_run_dir.exists())
 
 
-def forget(path: Path = STATE_FILE) -> None:
+def forget(path: Path | None = None) -> None:
+    path = path or STATE_FILE
     path.unlink(missing_ok=True)

@@ -55,12 +55,12 @@ def expected_pattern(line: str) -> str:
     return re.sub(r":\d+", r":\\d+", re.escape(line))
 
 
-def run_steps(found, env, netns=None):
+def run_steps(found, env, netns=None, timeout=600):
     for command, output in found:
         argv = ["bash", "-c", command]
         if netns:
             argv = ["ip", "netns", "exec", netns] + argv
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)
         print(f"$ {command}\n{proc.stdout[-2000:]}")
         assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
         for line in output:
@@ -139,6 +139,24 @@ def test_main_command_and_the_stack_as_written(readme_env):
             subprocess.run(["bash", "-c", "mpsocks-run down"], env=readme_env, capture_output=True, cwd=REPO)
         assert_unchanged(before)
         assert not Path("/run/netns/mpslab-host").exists()
+
+
+def test_vm_guest_as_written(readme_env):
+    """Build the kernel and the image (cached after the first time), then the stack on a VM in the default
+    lab, check and down, as written; down leaves the root namespace as it was."""
+    section = "The guest as a VM with its own MPTCP kernel"
+    found = steps(blocks(section)[0])
+    assert [command.split("#")[0].split()[1:3] for command, _ in found] == [
+        ["build", "kernel"], ["build", "image"], ["up", "--lab"], ["check"], ["down"]]
+    found[2] = (found[2][0], blocks(section, kind="")[0])  # what up ends with
+    with open(LAB_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        before = snapshot()
+        try:
+            run_steps(found, readme_env, timeout=1800)  # a first kernel build takes minutes
+        finally:
+            subprocess.run(["bash", "-c", "mpsocks-run down"], env=readme_env, capture_output=True, cwd=REPO)
+        assert_unchanged(before)
 
 
 def test_lab_quick_start_as_written(readme_env):

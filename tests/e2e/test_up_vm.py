@@ -32,10 +32,12 @@ def libvirt_domains() -> list[str]:
     return proc.stdout.split() if proc.returncode == 0 else []
 
 
-def daemons() -> dict[str, list[str]]:
-    """The pids of libvirtd, virtlogd and QEMU."""
-    return {name: subprocess.run(["pgrep", "-x", name], capture_output=True, text=True).stdout.split()
-            for name in ("libvirtd", "virtlogd", "qemu-system-x86")}
+def daemons(guest: str) -> dict[str, list[str]]:
+    """The pids of libvirtd, virtlogd and the QEMU of domain GUEST."""
+    found = {name: ["pgrep", "-x", name] for name in ("libvirtd", "virtlogd")}
+    found["qemu"] = ["pgrep", "-f", f"qemu-system-x86_64 -name guest={guest},"]
+    return {name: subprocess.run(argv, capture_output=True, text=True).stdout.split()
+            for name, argv in found.items()}
 
 
 def guest(*command: str, name: str) -> str:
@@ -64,7 +66,7 @@ def artifacts(tmp_path_factory):
 def vm_stack(artifacts):
     """A lab with its uplinks in the root namespace and the stack on a VM guest; down restores the machine."""
     name = unique_name("v")[:10].replace("x", "y")
-    before, kvm_before, daemons_before = snapshot(), Path("/dev/kvm").stat(), daemons()
+    before, kvm_before, daemons_before = snapshot(), Path("/dev/kvm").stat(), daemons(f"{name}-guest")
     command = ("up", "--lab", name, "--backend", "libvirt", "--via-guest", SERVERS)
     rc, output = mpsocks_run(*command, artifacts=artifacts)
     try:
@@ -76,7 +78,8 @@ def vm_stack(artifacts):
         assert rc == 0, down
         assert f"{name}-guest" not in libvirt_domains()
         assert not (STATE_DIR / "guests" / f"{name}-guest").exists()
-        assert daemons() == daemons_before, "down stops the libvirtd and virtlogd up started, and the VM"
+        # down stops the VM, and libvirtd and virtlogd when up started them
+        assert daemons(f"{name}-guest") == daemons_before
         kvm_after = Path("/dev/kvm").stat()
         assert (kvm_after.st_gid, kvm_after.st_mode) == (kvm_before.st_gid, kvm_before.st_mode)
         assert_unchanged(before)
@@ -117,6 +120,19 @@ def test_socks_and_the_socksifier_from_the_host(vm_stack):
     # No proxy option: the host routes the lab internet via the guest, whose redsocks takes it.
     answer = curl_json(f"{check}?format=json")
     assert answer["mptcp"] is True and answer["subflows"] == 2, answer
+
+
+def test_status_shows_the_domain_the_accelerator_and_the_kernel(vm_stack):
+    rc, output = mpsocks_run("status", "--json", artifacts=None)
+    assert rc == 0, output
+    report = json.loads(output)
+    built = json.loads((Path(report["kernel"]).parent / "kernel.json").read_text())
+    assert (report["domain"], report["accelerator"], report["kernel_release"]) == ("running", "tcg",
+                                                                                  built["release"])
+    assert report["answers"] == {"ssh": True, "socks": True, "socksifier": True}
+    rc, text = mpsocks_run("status", artifacts=None)
+    assert rc == 0 and text.startswith(f"guest {vm_stack['guest']} (VM): up, domain running\n"), text
+    assert f"accelerator tcg, 512 MiB, kernel {built['release']}" in text, text
 
 
 def test_dante_and_redsocks_run_under_the_guests_systemd(vm_stack):

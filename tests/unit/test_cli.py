@@ -137,6 +137,12 @@ def test_run_options_default_off():
         False, False, 0, None, "host-down")
 
 
+@pytest.fixture(autouse=True)
+def no_stack_up(tmp_path, monkeypatch):
+    """up's record in a folder of the test's own, so that a stack up on this machine changes nothing here."""
+    monkeypatch.setattr(stack, "STATE_FILE", tmp_path / "up.json")
+
+
 def _play(argv: list[str]):
     args = cli.build_parser().parse_args(argv)
     return args.play(args)
@@ -255,6 +261,8 @@ def test_analyze_is_a_verb_of_mpsocks_run(capsys, tmp_path):
 
 def test_up_needs_uplinks_or_a_lab(capsys):
     for argv, needle in ((["up"], "give --uplinks IF,IF... (your uplinks) or --lab"),
+                         (["up", "--uplinks", "eth0", "--kernel", "distro"],
+                          "--kernel distro: only a VM guest (--backend libvirt) has a kernel of its own"),
                          (["up", "--lab", "--uplinks", "eth0"], "eth0 is not an uplink of lab mpslab"),
                          (["up", "--lab", "--via-guest", "198.19.0.0/33"],
                           "'198.19.0.0/33' is not a destination")):
@@ -285,6 +293,19 @@ def test_up_on_a_vm_reaches_it_over_ssh_through_the_first_tap():
     known_hosts = "UserKnownHostsFile=/var/lib/mpsocks/guests/mpsocks-guest/known_hosts"
     assert known_hosts in guest["ansible_ssh_common_args"]
     assert "StrictHostKeyChecking=yes" in guest["ansible_ssh_common_args"] and guest["ansible_ssh_pipelining"]
+
+
+def test_a_vm_boots_the_built_kernel_or_the_images_own():
+    assert _play(["up", "--uplinks", "eth0", "--backend", "libvirt"]).extravars["mpsocks_vm_kernel_source"] \
+        == "built"
+    play = _play(["up", "--uplinks", "eth0", "--backend", "libvirt", "--kernel", "distro"])
+    assert play.extravars["mpsocks_vm_kernel_source"] == "distro"
+    assert "mpsocks_vm_kernel_source" not in _play(["up", "--uplinks", "eth0"]).extravars
+
+
+def test_down_purge_also_removes_what_the_vm_backend_keeps():
+    assert "mpsocks_purge" not in _play(["down"]).extravars
+    assert _play(["down", "--purge"]).extravars["mpsocks_purge"] is True
 
 
 def test_a_vm_needs_a_lab_with_its_uplinks_in_the_root_namespace(tmp_path):

@@ -48,11 +48,11 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 DOMAIN_TYPES = ("kvm", "qemu")
 DISK_FORMATS = ("raw", "qcow2")
 #: What a new domain gets for an option left out.
-NEW_DOMAIN = {"type": "qemu", "memory": 512, "vcpus": 1, "initrd": None, "cmdline": "",
+NEW_DOMAIN = {"type": "qemu", "memory": 512, "vcpus": 1, "tcg_cache": None, "initrd": None, "cmdline": "",
               "disk_format": "raw", "interfaces": [], "serial_log": None}
 #: The keys of read() that the definition holds (the rest is the domain's run state).
-DEFINITION = ("name", "type", "memory", "vcpus", "kernel", "initrd", "cmdline", "disk", "disk_format",
-              "interfaces", "serial_log")
+DEFINITION = ("name", "type", "memory", "vcpus", "tcg_cache", "kernel", "initrd", "cmdline", "disk",
+              "disk_format", "interfaces", "serial_log")
 #: virDomainState numbers as people say them; "blocked" is a running domain waiting for something.
 STATE_NAMES = {0: "no state", 1: "running", 2: "running", 3: "paused", 4: "shutting down", 5: "shut off",
                6: "crashed", 7: "suspended"}
@@ -131,11 +131,13 @@ def definition_of(root):
                           else "(%s interface)" % interface.get("type"))
     memory = root.find("memory")
     vcpus = root.find("vcpu")
+    tcg_cache = root.find("features/tcg/tb-cache")
     return {
         "name": root.findtext("name"),
         "type": root.get("type"),
         "memory": memory_mib(memory) if memory is not None else None,
         "vcpus": int(vcpus.text) if vcpus is not None else None,
+        "tcg_cache": memory_mib(tcg_cache) if tcg_cache is not None else None,
         "kernel": os_element.findtext("kernel"),
         "initrd": os_element.findtext("initrd"),
         "cmdline": os_element.findtext("cmdline") or "",
@@ -180,7 +182,10 @@ def domain_xml(definition, uuid=None, macs=None):
         _sub(os_element, "initrd", definition["initrd"])
     if definition["cmdline"]:
         _sub(os_element, "cmdline", definition["cmdline"])
-    _sub(_sub(root, "features"), "acpi")  # a graceful shutdown is an ACPI power button press
+    features = _sub(root, "features")
+    _sub(features, "acpi")  # a graceful shutdown is an ACPI power button press
+    if definition["tcg_cache"] and definition["type"] == "qemu":
+        _sub(_sub(features, "tcg"), "tb-cache", definition["tcg_cache"], unit="MiB")
     _sub(root, "on_poweroff", "destroy")
     _sub(root, "on_reboot", "restart")
     _sub(root, "on_crash", "destroy")
@@ -272,7 +277,7 @@ class LibvirtDomain(KernelObject):
         if params.get("disk_format") is not None and params["disk_format"] not in DISK_FORMATS:
             raise MpsocksError("disk_format: %r is not one of %s"
                                % (params["disk_format"], ", ".join(DISK_FORMATS)))
-        for option, least in (("memory", 1), ("vcpus", 1)):
+        for option, least in (("memory", 1), ("vcpus", 1), ("tcg_cache", 0)):
             value = params.get(option)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise MpsocksError("%s: %r must be a whole number of at least %d" % (option, value, least))
@@ -280,6 +285,7 @@ class LibvirtDomain(KernelObject):
             "type": params.get("type"),
             "memory": params.get("memory"),
             "vcpus": params.get("vcpus"),
+            "tcg_cache": params.get("tcg_cache"),
             "kernel": _absolute_path(params.get("kernel"), "kernel"),
             "initrd": _absolute_path(params.get("initrd"), "initrd", allow_empty=True),
             "cmdline": params.get("cmdline"),
@@ -398,6 +404,9 @@ class LibvirtDomain(KernelObject):
             if value is not None:
                 definition[key] = value
         definition["initrd"] = definition["initrd"] or None
+        # QEMU's own translation cache size (0 here) is no setting; KVM has no translation cache.
+        definition["tcg_cache"] = definition["tcg_cache"] if definition["type"] == "qemu" else None
+        definition["tcg_cache"] = definition["tcg_cache"] or None
         definition["serial_log"] = definition["serial_log"] or None
         missing = [key for key in ("kernel", "disk") if not definition[key]]
         if missing:
