@@ -229,11 +229,11 @@ def stack_up(args: argparse.Namespace) -> Play:
     else:
         built = stack.Stack(uplinks=with_rates(args.uplinks, args.rates), via_guest=args.via_guest,
                             backend=args.backend)
-    if args.kernel != "built":
-        if args.backend != "libvirt":
-            raise UsageError(f"--kernel {args.kernel}: only a VM guest (--backend libvirt) has a kernel of "
-                             "its own")
-        built = dataclasses.replace(built, kernel=args.kernel)
+    vm_only = (("kernel", args.kernel, "built"), ("accelerator", args.accelerator, "auto"))
+    for option, value, default in vm_only:
+        if value != default and args.backend != "libvirt":
+            raise UsageError(f"--{option} {value}: for a VM guest only (--backend libvirt)")
+    built = dataclasses.replace(built, kernel=args.kernel, accelerator=args.accelerator)
     if args.check_url:
         built = dataclasses.replace(built, check_url=args.check_url)
     recorded = stack.load()
@@ -477,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     up_verb.add_argument("--kernel", choices=("built", "distro"), default="built",
                          help="the VM's kernel: the one mpsocks builds with a small config (built, the "
                               "default) or the image's own Debian kernel, no compiling (distro)")
+    up_verb.add_argument("--accelerator", choices=("auto", "kvm", "tcg"), default="auto",
+                         help="the VM's: KVM where a probe guest boots under it, else TCG (auto, the "
+                              "default; the answer is cached), or forced")
     up_verb.add_argument("--via-guest", type=parse_cidrs, default=[], metavar="CIDR,...",
                          help="route these destinations through the guest, where the socksifier takes "
                               "any application's traffic to them through the proxy")

@@ -45,6 +45,7 @@ class Stack:
     dns_servers: list | None = None  # None: the host's
     backend: str = "netns"
     kernel: str = "built"  # a VM's kernel: mpsocks' own build, or the image's (distro)
+    accelerator: str = "auto"  # a VM's: kvm, tcg, or auto (KVM where a probe guest boots under it)
 
     def inventory(self) -> dict:
         """The host (local, or its namespace) and the guest (its namespace, or the VM over ssh), as groups
@@ -93,6 +94,7 @@ class Stack:
         }
         if self.backend == "libvirt":
             extravars["mpsocks_vm_kernel_source"] = self.kernel
+            extravars["mpsocks_vm_accelerator"] = self.accelerator
         if self.dns_servers is not None:
             extravars["mpsocks_dns_servers"] = self.dns_servers
         for key, value in (lab_settings or {}).items():

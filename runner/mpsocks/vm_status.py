@@ -19,7 +19,7 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.libvirt_domain impor
 
 URI = "qemu:///system"
 ADDRESS = "10.66.6.2"
-PORTS = {"ssh": 22, "socks": 1080, "socksifier": 12345}
+PORTS = {"ssh": 22, "socks": 1080}  # redsocks takes only what the guest's nft redirects to it
 
 
 def answers(address: str, port: int, timeout: float = 1.0) -> bool:

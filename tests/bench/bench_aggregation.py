@@ -36,17 +36,22 @@ PROXY = "10.66.6.2:1080"
 UNSENT_CAP = 16384  # what the guest sets for its own sends: net.ipv4.tcp_notsent_lowat
 
 
-def plain_rate(lab_host: str, url: str, source: str) -> float:
+def on_lab_host(lab_host: str | None) -> list[str]:
+    """The command prefix that runs a command on the lab host (None: the root namespace is the host)."""
+    return ["ip", "netns", "exec", lab_host] if lab_host else []
+
+
+def plain_rate(lab_host: str | None, url: str, source: str) -> float:
     """Mbit/s of one plain-TCP download from the lab host, leaving by the uplink of SOURCE."""
-    argv = ["ip", "netns", "exec", lab_host, sys.executable, str(CLIENT), url, "--bind", source]
+    argv = [*on_lab_host(lab_host), sys.executable, str(CLIENT), url, "--bind", source]
     proc = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=300)
     got = json.loads(proc.stdout)
     return got["length"] * 8 / got["seconds"] / 1e6
 
 
-def socks_rates(lab_host: str, url: str, rounds: int) -> list[float]:
+def socks_rates(lab_host: str | None, url: str, rounds: int) -> list[float]:
     """Mbit/s of ROUNDS downloads through the SOCKS5 proxy (which resolves names), as curl measures them."""
-    argv = ["ip", "netns", "exec", lab_host, "curl", "-s", "-o", "/dev/null", "--socks5-hostname", PROXY,
+    argv = [*on_lab_host(lab_host), "curl", "-s", "-o", "/dev/null", "--socks5-hostname", PROXY,
             "-w", "%{speed_download}", url]
     rates = []
     for _ in range(rounds):

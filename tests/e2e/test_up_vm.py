@@ -88,6 +88,8 @@ def vm_stack(artifacts):
 def test_up_ends_with_the_socks_address_and_the_check(vm_stack):
     output = vm_stack["output"]
     assert re.search(r"SOCKS5 proxy 10\.66\.6\.2:1080: MPTCP, 2 subflows", output), output
+    # KVM hangs on these machines: the probe says so once, and the VM runs under TCG.
+    assert "KVM does not work here" in output or "using TCG" in output, output
     calls, seconds = re.search(r"(\d+) module calls? in ([0-9.]+) s", output).groups()
     boot = re.search(r"([0-9.]+)s ok +\[localhost\] mpsocks\.mptcp\.guest_vm : Wait for the guest's sshd",
                      output)
@@ -129,7 +131,7 @@ def test_status_shows_the_domain_the_accelerator_and_the_kernel(vm_stack):
     built = json.loads((Path(report["kernel"]).parent / "kernel.json").read_text())
     assert (report["domain"], report["accelerator"], report["kernel_release"]) == ("running", "tcg",
                                                                                   built["release"])
-    assert report["answers"] == {"ssh": True, "socks": True, "socksifier": True}
+    assert report["answers"] == {"ssh": True, "socks": True}
     rc, text = mpsocks_run("status", artifacts=None)
     assert rc == 0 and text.startswith(f"guest {vm_stack['guest']} (VM): up, domain running\n"), text
     assert f"accelerator tcg, 512 MiB, kernel {built['release']}" in text, text

@@ -262,7 +262,9 @@ def test_analyze_is_a_verb_of_mpsocks_run(capsys, tmp_path):
 def test_up_needs_uplinks_or_a_lab(capsys):
     for argv, needle in ((["up"], "give --uplinks IF,IF... (your uplinks) or --lab"),
                          (["up", "--uplinks", "eth0", "--kernel", "distro"],
-                          "--kernel distro: only a VM guest (--backend libvirt) has a kernel of its own"),
+                          "--kernel distro: for a VM guest only (--backend libvirt)"),
+                         (["up", "--uplinks", "eth0", "--accelerator", "kvm"],
+                          "--accelerator kvm: for a VM guest only (--backend libvirt)"),
                          (["up", "--lab", "--uplinks", "eth0"], "eth0 is not an uplink of lab mpslab"),
                          (["up", "--lab", "--via-guest", "198.19.0.0/33"],
                           "'198.19.0.0/33' is not a destination")):
