@@ -77,7 +77,8 @@ options:
         description:
           - Size in MiB of QEMU's translation cache for a V(qemu) (TCG) domain; ignored for V(kvm).
             QEMU's default (1 GiB on x86_64) makes the guest's memory use about three times its
-            O(memory); the translated code of a small guest fits in far less. V(0) means QEMU's default.
+            O(config[].memory); the translated code of a small guest fits in far less. V(0) means
+            QEMU's default.
           - When omitted, an existing domain keeps its size and a new one gets QEMU's default.
         type: int
       kernel:
