@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -276,3 +278,43 @@ def stop_capture(proc: subprocess.Popen) -> None:
     """Stop a capture started by start_capture(); its file is complete afterwards."""
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=10)
+
+
+@dataclass
+class RoleRun:
+    """A playbook run through mpsocks' runner, and what its progress display printed."""
+
+    rc: int | None
+    output: str
+    seconds: float
+    calls: int
+
+    def changed(self, host: str = "localhost") -> int:
+        counts = {m[0]: int(m[2]) for m in RECAP.findall(self.output)}
+        assert host in counts, f"no recap line for {host}:\n{self.output}"
+        return counts[host]
+
+    def failure(self) -> str:
+        """The one line under the failed task."""
+        lines = self.output.splitlines()
+        failed = [n for n, line in enumerate(lines) if " failed " in line and line.lstrip()[:1].isdigit()]
+        assert failed, f"no failed task:\n{self.output}"
+        return lines[failed[0] + 1].strip()
+
+
+def run_with_progress(playbook: Path, artifacts: Path, extravars: dict, check: bool = False,
+                      run_class: type = RoleRun) -> RoleRun:
+    """PLAYBOOK on inventory/localhost.yml through mpsocks' runner and progress display (what mpsocks-run
+    shows), as a RUN_CLASS."""
+    import io
+
+    sys.path.insert(0, str(REPO / "runner"))
+    from mpsocks.playbook_run import Play, RunOptions, run_playbook
+    from mpsocks.progress import Progress
+
+    out = io.StringIO()
+    display = Progress(out, long_task=3600)
+    start = time.monotonic()
+    result = run_playbook(playbook.stem, Play(playbook, REPO / "inventory" / "localhost.yml", extravars),
+                          RunOptions(check=check, artifacts_dir=artifacts), display=display)
+    return run_class(result.rc, out.getvalue(), time.monotonic() - start, display.calls)

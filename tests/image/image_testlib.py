@@ -2,64 +2,31 @@
 
 from __future__ import annotations
 
-import io
 import re
 import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from mpsocks_testlib import RECAP, REPO
-
-sys.path.insert(0, str(REPO / "runner"))
-
-from mpsocks.playbook_run import Play, RunOptions, run_playbook  # noqa: E402
-from mpsocks.progress import Progress  # noqa: E402
+from mpsocks_testlib import REPO, RoleRun, run_with_progress
 
 BUILD_IMAGE = REPO / "playbooks" / "build_image.yml"
 INSTALL_VM_EXTRA = REPO / "playbooks" / "install_vm_extra.yml"
-INVENTORY = REPO / "inventory" / "localhost.yml"
 DEFAULT_STATE_DIR = Path("/var/lib/mpsocks")
 #: The tests' builds yield the CPU (the niceness is not part of the image's key).
 NICE = 19
 IMAGE_LINE = re.compile(r"(?:is cached|built image \S+ \(.*\) in \S+): (/\S+/disk\.img)$", re.M)
 
 
-@dataclass
-class RoleRun:
-    rc: int | None
-    output: str
-    seconds: float
-    calls: int
-
-    def changed(self, host: str = "localhost") -> int:
-        counts = {m[0]: int(m[2]) for m in RECAP.findall(self.output)}
-        assert host in counts, f"no recap line for {host}:\n{self.output}"
-        return counts[host]
-
-    def failure(self) -> str:
-        """The one line under the failed task."""
-        lines = self.output.splitlines()
-        failed = [n for n, line in enumerate(lines) if " failed " in line and line.lstrip()[:1].isdigit()]
-        assert failed, f"no failed task:\n{self.output}"
-        return lines[failed[0] + 1].strip()
-
+class ImageRun(RoleRun):
     def image(self) -> Path:
         found = IMAGE_LINE.search(self.output)
         assert found, self.output
         return Path(found.group(1))
 
 
-def run_role(playbook: Path, artifacts: Path, check: bool = False, **extravars) -> RoleRun:
+def run_role(playbook: Path, artifacts: Path, check: bool = False, **extravars) -> ImageRun:
     """PLAYBOOK (build_image or install_vm_extra) through mpsocks' runner and progress display."""
-    out = io.StringIO()
-    display = Progress(out, long_task=3600)
     extravars.setdefault("mpsocks_image_nice", NICE)
-    start = time.monotonic()
-    result = run_playbook(playbook.stem, Play(playbook, INVENTORY, extravars),
-                          RunOptions(check=check, artifacts_dir=artifacts), display=display)
-    return RoleRun(result.rc, out.getvalue(), time.monotonic() - start, display.calls)
+    return run_with_progress(playbook, artifacts, extravars, check, run_class=ImageRun)
 
 
 def debugfs(image: Path, request: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import fake_kernel
 import pytest
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.build_cache import read_json
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.kernel_build import (
     check_config,
     count_objects,
@@ -18,7 +19,6 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.kernel_build import 
     job_running,
     parse_config,
     parse_fragment,
-    read_json,
 )
 from kernel_testlib import kernel_keys
 from mpsocks_testlib import run_module

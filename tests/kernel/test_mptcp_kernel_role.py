@@ -11,11 +11,11 @@ from pathlib import Path
 
 import fake_kernel
 import pytest
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.build_cache import read_json
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.kernel_build import (
     job_running,
     parse_config,
     parse_fragment,
-    read_json,
 )
 from kernel_testlib import DEFAULT_STATE_DIR, NICE, kernel_keys, run_role
 

@@ -4,11 +4,17 @@ object count comes that way), and counts each attempt as a module call."""
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
-from kernel_testlib import INVENTORY
-from mpsocks.playbook_run import Play, RunOptions, run_playbook
-from mpsocks.progress import Progress, retry_line
+from mpsocks_testlib import REPO
+
+sys.path.insert(0, str(REPO / "runner"))
+
+from mpsocks.playbook_run import Play, RunOptions, run_playbook  # noqa: E402
+from mpsocks.progress import Progress, retry_line  # noqa: E402
+
+INVENTORY = REPO / "inventory" / "localhost.yml"
 
 PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "retry.yml"
 

@@ -29,7 +29,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import glob
-import hashlib
 import inspect
 import json
 import os
@@ -41,6 +40,12 @@ import subprocess
 import sys
 import time
 
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.build_cache import (
+    duration,
+    read_json,
+    sha256_text,
+    write_json,
+)
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.locking import hold
 
@@ -103,10 +108,6 @@ RESOLV_CONF = "# The guest's resolvers are written when it comes up (role mpsock
 POLICY_RC_D = "#!/bin/sh\n# mpsocks: no service starts while the image is built\nexit 101\n"
 
 
-def sha256_text(text):
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def code_hash():
     """A hash of this file: a change to how images are built makes new images."""
     try:
@@ -116,33 +117,12 @@ def code_hash():
     return sha256_text(source)[:16]
 
 
-def read_json(path):
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
-
-
-def write_json(path, data):
-    tmp = "%s.tmp%d" % (path, os.getpid())
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
-
-
 def human(size):
     """SIZE bytes as people read them (binary units)."""
     for unit, factor in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if size >= factor:
             return "%.1f %s" % (size / factor, unit)
     return "%d bytes" % size
-
-
-def duration(seconds):
-    seconds = int(seconds)
-    return "%dm%02ds" % divmod(seconds, 60) if seconds >= 60 else "%ds" % seconds
 
 
 def parse_size(value):

@@ -42,6 +42,13 @@ import subprocess
 import sys
 import time
 
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.build_cache import (
+    duration,
+    read_json,
+    sha256_file,
+    sha256_text,
+    write_json,
+)
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.locking import hold
 
@@ -116,36 +123,6 @@ os.replace(RC + ".tmp", RC)
 """
 
 
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def sha256_text(text):
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def read_json(path):
-    """The JSON document at PATH, or None when it is missing or unreadable."""
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
-
-
-def write_json(path, data):
-    """Replace PATH by DATA in one step."""
-    tmp = "%s.tmp%d" % (path, os.getpid())
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
-
-
 def run(argv, cwd=None, what=None, log=None):
     """Run ARGV; its output goes to LOG (a path) or is returned. A failure is one line naming WHAT."""
     try:
@@ -191,11 +168,6 @@ def count_objects(log):
             return len(OBJECT_LINE.findall(handle.read()))
     except OSError:
         return 0
-
-
-def duration(seconds):
-    seconds = int(seconds)
-    return "%dm%02ds" % divmod(seconds, 60) if seconds >= 60 else "%ds" % seconds
 
 
 # --- config fragments ----------------------------------------------------------------------------
