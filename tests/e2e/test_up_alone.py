@@ -48,7 +48,7 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path):
     for args, code, needle in (
             (["--uplinks", "nosuch0"], 2, "interface 'nosuch0' does not exist"),
             (["--uplinks", "eth0,eth0"], 5, "interface 'eth0' is given twice"),
-            (["--lab", "--backend", "libvirt"], 5, "--backend libvirt: not available yet")):
+            (["--uplinks", "eth0", "--accelerator", "kvm"], 5, "--accelerator kvm: for a VM guest only")):
         rc, output = mpsocks_run("up", *args, artifacts=artifacts)
         assert rc == code and needle in output, (args, output)
         assert "Traceback" not in output
