@@ -643,7 +643,7 @@ def stay_up(args: argparse.Namespace, options: RunOptions, cancel: threading.Eve
     print(f"{PROG}: up; Ctrl-C takes it all down", file=sys.stderr, flush=True)
     cancel.wait()
     cancel.clear()
-    return run("down", stack_down(args), options, cancel, no_wait=False)
+    return run("down", stack_down(argparse.Namespace(purge=False)), options, cancel, no_wait=False)
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
