@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.daemon import live
 from guest_topology import CHECK, SOCKS, far_download, guest_with_dante
 from mpsocks_testlib import run_module, unique_name
 
@@ -131,7 +132,9 @@ def test_a_daemon_that_is_down_shows_with_its_last_log_line(guest):
     try:
         os.kill(record["pid"], signal.SIGKILL)  # the supervisor first, so nothing restarts the program
         os.kill(record["program"]["pid"], signal.SIGKILL)
-        time.sleep(0.2)
+        deadline = time.monotonic() + 10  # a loaded machine takes its time to end them
+        while live(record["program"]["pid"], record["program"]["starttime"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
         report = guest_status.guest_state(guest.guest, INTERFACES, str(guest.run_dir))
     finally:
         guest.stop_daemon("probe")
