@@ -130,6 +130,9 @@ def test_a_daemon_that_is_down_shows_with_its_last_log_line(guest):
     assert not result.get("failed"), result
     record = json.loads((guest.run_dir / "probe.json").read_text())
     try:
+        log, deadline = guest.run_dir / "probe.log", time.monotonic() + 10
+        while "probe says hello" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)  # the program has said its line (a loaded machine takes its time)
         os.kill(record["pid"], signal.SIGKILL)  # the supervisor first, so nothing restarts the program
         os.kill(record["program"]["pid"], signal.SIGKILL)
         deadline = time.monotonic() + 10  # a loaded machine takes its time to end them
