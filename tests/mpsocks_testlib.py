@@ -48,6 +48,21 @@ def unique_name(prefix: str) -> str:
     return name
 
 
+def lab_name(prefix: str) -> str:
+    """A unique name that is also a valid lab name (at most 10 lower-case letters or digits), with
+    room left for one more letter: the pid in four base-36 digits, then the counter in base 36."""
+    def base36(number: int) -> str:
+        digits = ""
+        while True:
+            number, digit = divmod(number, 36)
+            digits = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + digits
+            if not number:
+                return digits
+    name = f"{prefix}{base36(os.getpid() % 36**4):0>4}{base36(next(_counter))}"
+    CREATED.add(name)
+    return name
+
+
 def sh(*argv: str, netns: str | None = None, check: bool = True) -> str:
     """Run a command (inside NETNS if given) and return its stdout."""
     cmd = (["ip", "netns", "exec", netns] if netns else []) + list(argv)

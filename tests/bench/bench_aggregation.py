@@ -28,7 +28,7 @@ TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils import addressing  # noqa: E402
-from mpsocks_testlib import mpsocks_run, unique_name  # noqa: E402
+from mpsocks_testlib import lab_name, mpsocks_run  # noqa: E402
 
 CLIENT = TESTS / "e2e" / "lab_client.py"
 TARGETS = {(20.0, 20.0): 0.97, (20.0, 5.0): 0.97, (20.0, 2.0): 0.90}
@@ -61,7 +61,7 @@ def socks_rates(lab_host: str | None, url: str, rounds: int) -> list[float]:
 
 
 def measure(rates: tuple[float, float], seconds: float, rounds: int, artifacts: Path) -> dict:
-    name = unique_name("g")[:10].replace("x", "y")
+    name = lab_name("g")
     rc, output = mpsocks_run("lab", "up", "--name", name, "--rates", ",".join(f"{r:g}" for r in rates),
                              "--hops", "4", artifacts=artifacts)
     try:

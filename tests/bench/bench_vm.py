@@ -31,7 +31,7 @@ sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS / "bench"))
 
 from bench_aggregation import plain_rate, socks_rates  # noqa: E402
-from mpsocks_testlib import mpsocks_run, unique_name  # noqa: E402
+from mpsocks_testlib import lab_name, mpsocks_run  # noqa: E402
 
 STATE_DIR = Path("/var/lib/mpsocks")
 GUEST_ADDRESS = "10.66.6.2"
@@ -97,7 +97,7 @@ def main() -> int:
     parser.add_argument("--artifacts", type=Path, default=Path("/tmp/mpsocks-bench-vm"))
     args = parser.parse_args()
     report = builds(args.artifacts)  # also makes sure both are cached before up is timed
-    name = unique_name("w")[:10].replace("x", "y")
+    name = lab_name("w")
     rc, output = mpsocks_run("lab", "up", "--name", name, "--root-uplinks", "--rates", "20,20",
                              artifacts=args.artifacts)
     assert rc == 0, output

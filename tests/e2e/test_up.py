@@ -18,17 +18,13 @@ import pytest
 from mpsocks_testlib import (
     assert_unchanged,
     changed_count,
+    lab_name,
     mpsocks_run,
     snapshot,
-    unique_name,
 )
 
 CLIENT = Path(__file__).with_name("lab_client.py")
 PROXY = "10.66.6.2:1080"
-
-
-def lab_name() -> str:
-    return unique_name("s")[:10].replace("x", "y")
 
 
 def in_netns(netns: str, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -50,7 +46,7 @@ def artifacts(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stack(artifacts):
     """A lab (two 20 Mbit/s uplinks, four hops) and the proxy stack on it; down restores the machine."""
-    name = lab_name()
+    name = lab_name("s")
     before = snapshot()
     rc, output = mpsocks_run("up", "--lab", name, artifacts=artifacts)
     try:
@@ -108,7 +104,7 @@ def test_via_guest_socksifies_a_plain_client(stack, artifacts):
 
 
 def test_one_stack_at_a_time(stack, artifacts):
-    rc, output = mpsocks_run("up", "--lab", lab_name(), artifacts=artifacts)
+    rc, output = mpsocks_run("up", "--lab", lab_name("s"), artifacts=artifacts)
     expected = f"another stack is up (guest {stack['name']}-guest, lab {stack['name']})"
     assert rc == 5 and expected in output, output
 

@@ -13,12 +13,19 @@ import threading
 import time
 from pathlib import Path
 
-from mpsocks_testlib import assert_unchanged, kill_tree, mpsocks_run, runner_env, snapshot, unique_name
+from mpsocks_testlib import (
+    assert_unchanged,
+    kill_tree,
+    lab_name,
+    mpsocks_run,
+    runner_env,
+    snapshot,
+)
 
 
 def test_killed_up_then_down_leaves_the_machine_as_before(tmp_path):
     artifacts = tmp_path / "runs"
-    name = unique_name("k")[:10].replace("x", "y")
+    name = lab_name("k")
     before = snapshot()
     proc = subprocess.Popen([sys.executable, "-m", "mpsocks", "up", "--lab", name, "--artifacts-dir",
                              str(artifacts)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -58,7 +65,7 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path):
 
 def test_a_check_url_that_does_not_answer_changes_nothing(tmp_path):
     artifacts = tmp_path / "runs"
-    name = unique_name("c")[:10].replace("x", "y")
+    name = lab_name("c")
     rc, output = mpsocks_run("lab", "up", "--name", name, "--hops", "2", artifacts=artifacts)
     try:
         assert rc == 0, output
@@ -77,7 +84,7 @@ def test_a_check_url_that_does_not_answer_changes_nothing(tmp_path):
 
 def test_foreground_stays_up_and_ctrl_c_takes_it_all_down(tmp_path):
     """The seed's boot_socks: up, then Ctrl-C ends it, leaving the machine as it was."""
-    name = unique_name("f")[:10].replace("x", "y")
+    name = lab_name("f")
     before = snapshot()
     argv = [sys.executable, "-m", "mpsocks", "up", "--lab", name, "--foreground",
             "--artifacts-dir", str(tmp_path / "runs")]
@@ -115,7 +122,7 @@ def _download(host: str, url: str, body: Path) -> str:
 
 def test_a_backup_uplink_carries_data_only_when_the_other_fails(tmp_path):
     artifacts = tmp_path / "runs"
-    name = unique_name("b")[:10].replace("x", "y")
+    name = lab_name("b")
     before = snapshot()
     rc, output = mpsocks_run("up", "--lab", name, "--uplinks", "lab0,lab1:backup", artifacts=artifacts)
     try:
@@ -155,7 +162,7 @@ def test_a_lab_whose_uplinks_end_in_the_root_namespace(tmp_path):
     with open("/run/lock/mpsocks-root-lab.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         artifacts = tmp_path / "runs"
-        name = unique_name("r")[:10].replace("x", "y")
+        name = lab_name("r")
         before = snapshot()
         rc, output = mpsocks_run("lab", "up", "--name", name, "--root-uplinks", "--hops", "2",
                                  artifacts=artifacts)

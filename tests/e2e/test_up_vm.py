@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from mpsocks_testlib import assert_unchanged, changed_count, mpsocks_run, snapshot, unique_name
+from mpsocks_testlib import assert_unchanged, changed_count, lab_name, mpsocks_run, snapshot
 
 pytestmark = pytest.mark.root
 
@@ -65,7 +65,7 @@ def artifacts(tmp_path_factory):
 @pytest.fixture(scope="module")
 def vm_stack(artifacts):
     """A lab with its uplinks in the root namespace and the stack on a VM guest; down restores the machine."""
-    name = unique_name("v")[:10].replace("x", "y")
+    name = lab_name("v")
     before, kvm_before, daemons_before = snapshot(), Path("/dev/kvm").stat(), daemons(f"{name}-guest")
     command = ("up", "--lab", name, "--backend", "libvirt", "--via-guest", SERVERS)
     rc, output = mpsocks_run(*command, artifacts=artifacts)

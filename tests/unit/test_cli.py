@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.locking import Lock
-from mpsocks_testlib import SEED_TRACES, runner_env, unique_name
+from mpsocks_testlib import SEED_TRACES, lab_name, runner_env
 
 RUNNER = Path(__file__).resolve().parents[2] / "runner"
 sys.path.insert(0, str(RUNNER))
@@ -216,7 +216,7 @@ def test_lab_help_has_an_example(argv, capsys):
 
 
 def test_one_run_per_target_no_wait_fails_at_once(capsys):
-    name = unique_name("lk")[:10].lower().replace("x", "y")
+    name = lab_name("lk")
     lock = Lock(f"run-lab-{name}", purpose="a test holding the lab")
     assert lock.acquire(wait=0)
     try:
@@ -228,7 +228,7 @@ def test_one_run_per_target_no_wait_fails_at_once(capsys):
 
 
 def test_a_second_run_waits_for_the_first_and_says_so(tmp_path):
-    name = unique_name("lk")[:10].lower().replace("x", "y")
+    name = lab_name("lk")
     lock = Lock(f"run-lab-{name}", purpose="a test holding the lab")
     assert lock.acquire(wait=0)
     proc = subprocess.Popen([sys.executable, "-m", "mpsocks", "lab", "down", "--name", name,
@@ -311,7 +311,7 @@ def test_down_purge_also_removes_what_the_vm_backend_keeps():
 
 
 def test_a_vm_needs_a_lab_with_its_uplinks_in_the_root_namespace(tmp_path):
-    name = unique_name("u")[:10].replace("x", "y")
+    name = lab_name("u")
     (tmp_path / name).mkdir()
     (tmp_path / name / "lab.json").write_text(json.dumps({
         "host_netns": f"{name}-host", "uplinks": [], "servers": {"check": "http://198.19.0.10/"}}))
@@ -326,7 +326,7 @@ def test_a_vm_needs_a_lab_with_its_uplinks_in_the_root_namespace(tmp_path):
 
 
 def test_up_in_a_lab_that_is_not_up_brings_it_up_first():
-    name = unique_name("u")[:10].replace("x", "y")
+    name = lab_name("u")
     play = _play(["up", "--lab", name])
     assert play.extravars["mpsocks_lab_name"] == name
     assert play.extravars["mpsocks_uplinks"] == [{"name": "lab0", "gateway": "198.18.0.1", "rate_mbit": 20},
