@@ -470,10 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
     up_verb.add_argument("--lab", nargs="?", const=lab.DEFAULTS["name"], type=lab_name, metavar="NAME",
                          help="use a lab's uplinks (bringing the lab up first unless it is up; default name "
                               "mpslab); --uplinks may then pick some of them or make one a backup")
-    up_verb.add_argument("--backend", choices=stack.BACKENDS, default="netns",
-                         help="the guest: a network namespace using this kernel's MPTCP (netns, the default "
-                              "for now) or a libvirt VM with its own MPTCP kernel, built and cached on first "
-                              "use (libvirt; with --lab, the lab's uplinks are in the root namespace)")
+    up_verb.add_argument("--backend", choices=stack.BACKENDS, default="libvirt",
+                         help="the guest: a libvirt VM with its own MPTCP kernel, built and cached on first "
+                              "use (libvirt, the default; with --lab, the lab's uplinks are in the root "
+                              "namespace), or a network namespace using this kernel's MPTCP, up in seconds "
+                              "(netns)")
     up_verb.add_argument("--kernel", choices=("built", "distro"), default="built",
                          help="the VM's kernel: the one mpsocks builds with a small config (built, the "
                               "default) or the image's own Debian kernel, no compiling (distro)")

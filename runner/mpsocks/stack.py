@@ -68,7 +68,8 @@ class Stack:
 
     def vm_connection(self) -> dict:
         """How Ansible reaches a VM guest: ssh as root with the project's key, the image's host key only,
-        pipelining (every module call costs the guest a Python start)."""
+        pipelining (every module call costs the guest a Python start); and that the image runs systemd,
+        so that the guest roles need not look."""
         ssh_options = (f"-o UserKnownHostsFile={self.vm_dir() / 'known_hosts'} -o StrictHostKeyChecking=yes "
                        "-o ConnectTimeout=10")
         return {
@@ -79,6 +80,7 @@ class Stack:
             "ansible_ssh_common_args": ssh_options,
             "ansible_ssh_pipelining": True,
             "ansible_python_interpreter": "/usr/bin/python3",
+            "mpsocks_supervisor": "systemd",
         }
 
     def extravars(self, lab_settings: dict | None = None) -> dict:

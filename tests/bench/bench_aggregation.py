@@ -72,7 +72,7 @@ def measure(rates: tuple[float, float], seconds: float, rounds: int, artifacts: 
 
         def up(*uplinks: str) -> None:
             chosen = ("--uplinks", ",".join(uplinks)) if uplinks else ()
-            rc, output = mpsocks_run("up", "--lab", name, *chosen, artifacts=artifacts)
+            rc, output = mpsocks_run("up", "--backend", "netns", "--lab", name, *chosen, artifacts=artifacts)
             assert rc == 0, output
 
         up()

@@ -48,7 +48,7 @@ def stack(artifacts):
     """A lab (two 20 Mbit/s uplinks, four hops) and the proxy stack on it; down restores the machine."""
     name = lab_name("s")
     before = snapshot()
-    rc, output = mpsocks_run("up", "--lab", name, artifacts=artifacts)
+    rc, output = mpsocks_run("up", "--backend", "netns", "--lab", name, artifacts=artifacts)
     try:
         assert rc == 0, output
         plan = json.loads((Path("/run/mpsocks/lab") / name / "lab.json").read_text())
@@ -80,7 +80,7 @@ def test_check_says_the_same(stack, artifacts):
 
 
 def test_second_up_changes_nothing_fast(stack, artifacts):
-    rc, output = mpsocks_run("up", "--lab", stack["name"], artifacts=artifacts)
+    rc, output = mpsocks_run("up", "--backend", "netns", "--lab", stack["name"], artifacts=artifacts)
     assert rc == 0, output
     for host in ("localhost", stack["host"], f"{stack['name']}-guest"):
         assert changed_count(output, host) == 0, (host, output)
@@ -91,20 +91,20 @@ def test_second_up_changes_nothing_fast(stack, artifacts):
 
 def test_via_guest_socksifies_a_plain_client(stack, artifacts):
     via = ("--via-guest", "198.19.0.0/24")
-    rc, output = mpsocks_run("up", "--lab", stack["name"], *via, artifacts=artifacts)
+    rc, output = mpsocks_run("up", "--backend", "netns", "--lab", stack["name"], *via, artifacts=artifacts)
     try:
         assert rc == 0, output
         answer = curl_json(stack["host"], stack["plan"]["servers"]["check"] + "?format=json")
         assert answer["mptcp"] is True and answer["subflows"] == 2, answer
     finally:
-        rc, output = mpsocks_run("up", "--lab", stack["name"], artifacts=artifacts)
+        rc, output = mpsocks_run("up", "--backend", "netns", "--lab", stack["name"], artifacts=artifacts)
         assert rc == 0, output
     answer = curl_json(stack["host"], stack["plan"]["servers"]["check"] + "?format=json")
     assert answer["mptcp"] is False, "without --via-guest the lab host goes straight out again"
 
 
 def test_one_stack_at_a_time(stack, artifacts):
-    rc, output = mpsocks_run("up", "--lab", lab_name("s"), artifacts=artifacts)
+    rc, output = mpsocks_run("up", "--backend", "netns", "--lab", lab_name("s"), artifacts=artifacts)
     expected = f"another stack is up (guest {stack['name']}-guest, lab {stack['name']})"
     assert rc == 5 and expected in output, output
 

@@ -27,9 +27,9 @@ def test_killed_up_then_down_leaves_the_machine_as_before(tmp_path):
     artifacts = tmp_path / "runs"
     name = lab_name("k")
     before = snapshot()
-    proc = subprocess.Popen([sys.executable, "-m", "mpsocks", "up", "--lab", name, "--artifacts-dir",
-                             str(artifacts)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=runner_env(), start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "mpsocks", "up", "--backend", "netns", "--lab", name,
+                             "--artifacts-dir", str(artifacts)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=runner_env(), start_new_session=True)
     try:
         seen, deadline = "", time.monotonic() + 300
         while "guest_network" not in seen:
@@ -56,7 +56,7 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path):
             (["--uplinks", "nosuch0"], 2, "interface 'nosuch0' does not exist"),
             (["--uplinks", "eth0,eth0"], 5, "interface 'eth0' is given twice"),
             (["--uplinks", "eth0", "--accelerator", "kvm"], 5, "--accelerator kvm: for a VM guest only")):
-        rc, output = mpsocks_run("up", *args, artifacts=artifacts)
+        rc, output = mpsocks_run("up", "--backend", "netns", *args, artifacts=artifacts)
         assert rc == code and needle in output, (args, output)
         assert "Traceback" not in output
     assert not Path("/run/netns/mpsocks-guest").exists()
@@ -71,7 +71,7 @@ def test_a_check_url_that_does_not_answer_changes_nothing(tmp_path):
         assert rc == 0, output
         before, lab_host = snapshot(), snapshot(f"{name}-host")
         bad = ("--check-url", "http://198.19.0.99/")
-        rc, output = mpsocks_run("up", "--lab", name, *bad, artifacts=artifacts)
+        rc, output = mpsocks_run("up", "--backend", "netns", "--lab", name, *bad, artifacts=artifacts)
         assert rc == 2 and "http://198.19.0.99/" in output, output
         assert not Path(f"/run/netns/{name}-guest").exists()
         assert_unchanged(before)
@@ -86,7 +86,7 @@ def test_foreground_stays_up_and_ctrl_c_takes_it_all_down(tmp_path):
     """The seed's boot_socks: up, then Ctrl-C ends it, leaving the machine as it was."""
     name = lab_name("f")
     before = snapshot()
-    argv = [sys.executable, "-m", "mpsocks", "up", "--lab", name, "--foreground",
+    argv = [sys.executable, "-m", "mpsocks", "up", "--backend", "netns", "--lab", name, "--foreground",
             "--artifacts-dir", str(tmp_path / "runs")]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=runner_env(),
                             start_new_session=True)
@@ -124,7 +124,8 @@ def test_a_backup_uplink_carries_data_only_when_the_other_fails(tmp_path):
     artifacts = tmp_path / "runs"
     name = lab_name("b")
     before = snapshot()
-    rc, output = mpsocks_run("up", "--lab", name, "--uplinks", "lab0,lab1:backup", artifacts=artifacts)
+    rc, output = mpsocks_run("up", "--backend", "netns", "--lab", name, "--uplinks", "lab0,lab1:backup",
+                             artifacts=artifacts)
     try:
         assert rc == 0 and "MPTCP, 2 subflows" in output, output
         plan = json.loads((Path("/run/mpsocks/lab") / name / "lab.json").read_text())
@@ -168,7 +169,7 @@ def test_a_lab_whose_uplinks_end_in_the_root_namespace(tmp_path):
                                  artifacts=artifacts)
         try:
             assert rc == 0, output
-            rc, output = mpsocks_run("up", "--lab", name, artifacts=artifacts)
+            rc, output = mpsocks_run("up", "--backend", "netns", "--lab", name, artifacts=artifacts)
             assert rc == 0 and "MPTCP, 2 subflows" in output, output
             rules = subprocess.run(["ip", "rule"], capture_output=True, text=True).stdout
             assert "iif mptcp0 lookup 6606 proto 166" in rules, rules

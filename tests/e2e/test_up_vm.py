@@ -143,6 +143,12 @@ def test_dante_and_redsocks_run_under_the_guests_systemd(vm_stack):
     assert states.split() == ["active", "active"], states
 
 
+def test_the_guest_keeps_the_code_of_ansibles_module_zips(vm_stack):
+    """The image's zip_code_cache is live in the guest: the module calls of up left compiled code there."""
+    entries = guest("ls", "/var/cache/mpsocks/pycache", name=vm_stack["guest"]).split()
+    assert len(entries) >= 20, entries
+
+
 def test_second_up_changes_nothing(vm_stack, artifacts):
     rc, output = mpsocks_run(*vm_stack["command"], artifacts=artifacts)
     assert rc == 0, output

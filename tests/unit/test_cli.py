@@ -261,9 +261,9 @@ def test_analyze_is_a_verb_of_mpsocks_run(capsys, tmp_path):
 
 def test_up_needs_uplinks_or_a_lab(capsys):
     for argv, needle in ((["up"], "give --uplinks IF,IF... (your uplinks) or --lab"),
-                         (["up", "--uplinks", "eth0", "--kernel", "distro"],
+                         (["up", "--backend", "netns", "--uplinks", "eth0", "--kernel", "distro"],
                           "--kernel distro: for a VM guest only (--backend libvirt)"),
-                         (["up", "--uplinks", "eth0", "--accelerator", "kvm"],
+                         (["up", "--backend", "netns", "--uplinks", "eth0", "--accelerator", "kvm"],
                           "--accelerator kvm: for a VM guest only (--backend libvirt)"),
                          (["up", "--lab", "--uplinks", "eth0"], "eth0 is not an uplink of lab mpslab"),
                          (["up", "--lab", "--via-guest", "198.19.0.0/33"],
@@ -274,7 +274,8 @@ def test_up_needs_uplinks_or_a_lab(capsys):
 
 
 def test_up_on_uplinks_of_the_real_host():
-    play = _play(["up", "--uplinks", "wlp1s0,usb0=192.168.42.129:backup", "--via-guest", "198.19.0.0/24"])
+    play = _play(["up", "--backend", "netns", "--uplinks", "wlp1s0,usb0=192.168.42.129:backup",
+                  "--via-guest", "198.19.0.0/24"])
     assert play.playbook.name == "boot_socks.yml" and play.target == "stack"
     assert play.extravars["mpsocks_uplinks"] == [
         "wlp1s0", {"name": "usb0", "backup": True, "gateway": "192.168.42.129"}]
@@ -286,7 +287,7 @@ def test_up_on_uplinks_of_the_real_host():
 
 
 def test_up_on_a_vm_reaches_it_over_ssh_through_the_first_tap():
-    play = _play(["up", "--uplinks", "wlp1s0,usb0", "--backend", "libvirt"])
+    play = _play(["up", "--uplinks", "wlp1s0,usb0"])  # the default backend
     assert play.extravars["mpsocks_backend"] == "libvirt"
     assert play.extravars["mpsocks_guest_run_dir"] == "/run/mpsocks/guest"  # the VM's own /run
     guest = play.inventory["all"]["children"]["mpsocks_guest"]["hosts"]["mpsocks-guest"]
@@ -302,7 +303,8 @@ def test_a_vm_boots_the_built_kernel_or_the_images_own():
         == "built"
     play = _play(["up", "--uplinks", "eth0", "--backend", "libvirt", "--kernel", "distro"])
     assert play.extravars["mpsocks_vm_kernel_source"] == "distro"
-    assert "mpsocks_vm_kernel_source" not in _play(["up", "--uplinks", "eth0"]).extravars
+    netns = _play(["up", "--backend", "netns", "--uplinks", "eth0"])
+    assert "mpsocks_vm_kernel_source" not in netns.extravars
 
 
 def test_down_purge_also_removes_what_the_vm_backend_keeps():
@@ -327,13 +329,13 @@ def test_a_vm_needs_a_lab_with_its_uplinks_in_the_root_namespace(tmp_path):
 
 def test_up_in_a_lab_that_is_not_up_brings_it_up_first():
     name = lab_name("u")
-    play = _play(["up", "--lab", name])
+    play = _play(["up", "--backend", "netns", "--lab", name])
     assert play.extravars["mpsocks_lab_name"] == name
     assert play.extravars["mpsocks_uplinks"] == [{"name": "lab0", "gateway": "198.18.0.1", "rate_mbit": 20},
                                                  {"name": "lab1", "gateway": "198.18.1.1", "rate_mbit": 20}]
     assert play.extravars["mpsocks_guest_netns"] == f"{name}-guest"
     assert list(play.inventory["all"]["children"]["mpsocks_host"]["hosts"]) == [f"{name}-host"]
-    backup = _play(["up", "--lab", name, "--uplinks", "lab0,lab1:backup"])
+    backup = _play(["up", "--backend", "netns", "--lab", name, "--uplinks", "lab0,lab1:backup"])
     assert backup.extravars["mpsocks_uplinks"] == [
         {"gateway": "198.18.0.1", "name": "lab0", "rate_mbit": 20},
         {"gateway": "198.18.1.1", "name": "lab1", "rate_mbit": 20, "backup": True}]

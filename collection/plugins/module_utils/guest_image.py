@@ -10,8 +10,9 @@ the layer is made of:
     ``debootstrap --variant=minbase`` of the suite and mirror (the host's apt sources by default) with
     the packages asked for, Python packages from the host's pip (pure-Python wheels, such as pyroute2,
     which the guest's modules need and Debian's bookworm has too old), the guest's root ssh key, hostname,
-    ``/etc/fstab`` for ``/dev/vda``, a serial console on ``ttyS0``, sshd on at boot, units the guest does
-    not need disabled, and the files asked for. It keeps its tree as ``rootfs.tar`` for the layer above.
+    ``/etc/fstab`` for ``/dev/vda``, a serial console on ``ttyS0``, sshd on at boot, the code cache of
+    ``zip_code_cache`` for every Python of the guest, units the guest does not need masked, and the files
+    asked for. It keeps its tree as ``rootfs.tar`` for the layer above.
 ``extras``
     The base tree with more Debian packages (``apt-get install`` in a chroot of it), when some are asked.
 
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import time
 
+from ansible_collections.mpsocks.mptcp.plugins.module_utils import zip_code_cache
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.build_cache import (
     duration,
     read_json,
@@ -108,13 +110,18 @@ RESOLV_CONF = "# The guest's resolvers are written when it comes up (role mpsock
 POLICY_RC_D = "#!/bin/sh\n# mpsocks: no service starts while the image is built\nexit 101\n"
 
 
-def code_hash():
-    """A hash of this file: a change to how images are built makes new images."""
+def source_of(module):
+    """MODULE's source (also when it was imported from Ansible's zip)."""
     try:
-        source = inspect.getsource(sys.modules[__name__])
+        return inspect.getsource(module)
     except (OSError, TypeError):
-        source = __name__
-    return sha256_text(source)[:16]
+        return module.__name__
+
+
+def code_hash():
+    """A hash of this file and of what it puts into images: a change to how images are built makes new
+    images."""
+    return sha256_text(source_of(sys.modules[__name__]) + source_of(zip_code_cache))[:16]
 
 
 def human(size):
@@ -712,6 +719,8 @@ class GuestImage:
                               AUTOLOGIN)
             self.command(["systemctl", "enable", "serial-getty@ttyS0.service"], chroot=tree,
                          what="enabling the serial console")
+        if os.path.lexists(in_tree(tree, "/usr/bin/python3")):
+            self.install_zip_code_cache(tree)
         if self.python_packages:
             self.install_python_packages(tree)
         if self.distro_kernel:
@@ -730,17 +739,30 @@ class GuestImage:
             write_in_tree(tree, item["path"], item["content"], mode=int(item["mode"], 8))
         self.clean_apt(tree)
 
-    def install_python_packages(self, tree):
+    @staticmethod
+    def site_packages(tree):
+        """The image's folder for Python packages not from Debian, and its Python's version."""
         python = os.path.basename(os.path.realpath(in_tree(tree, "/usr/bin/python3")))
         version = python[len("python"):]
         if not re.match(r"^3\.\d+$", version):
             raise MpsocksError("cannot tell the image's Python version (/usr/bin/python3 is %s)" % python)
+        return "/usr/local/lib/python%s/dist-packages" % version, version
+
+    def install_zip_code_cache(self, tree):
+        """Every Python of the guest keeps the code it compiles from Ansible's zips (zip_code_cache)."""
+        target, dummy = self.site_packages(tree)
+        module = "%s/%s.py" % (target, zip_code_cache.MODULE_NAME)
+        write_in_tree(tree, module, source_of(zip_code_cache))
+        write_in_tree(tree, "%s/%s.pth" % (target, zip_code_cache.MODULE_NAME), zip_code_cache.PTH_LINE)
+        self.command(["python3", "-m", "py_compile", module], chroot=tree, what="compiling %s" % module)
+
+    def install_python_packages(self, tree):
+        target, version = self.site_packages(tree)
         pip = [sys.executable, "-m", "pip"]
         probe = subprocess.run(pip + ["--version"], capture_output=True, text=True, check=False)
         if probe.returncode:
             raise MpsocksError("python_packages are installed with pip, which %s lacks (apt-get install "
                                "python3-pip, or run the module with a virtualenv's Python)" % sys.executable)
-        target = "/usr/local/lib/python%s/dist-packages" % version
         self.command(pip + ["install", "--no-input", "--disable-pip-version-check",
                             "--no-warn-script-location", "--target", in_tree(tree, target),
                             "--only-binary=:all:", "--python-version", version, "--implementation", "py",
@@ -776,11 +798,12 @@ class GuestImage:
         return os.path.lexists(in_tree(tree, "/bin/systemctl"))
 
     def disable_units(self, tree):
+        """Mask the units asked for: a static unit (getty-static, modprobe@...) cannot be disabled."""
         if not self.has_systemd(tree):
             return
         present = [unit for unit in self.disabled_units if self.unit_file(tree, unit)]
         if present:
-            self.command(["systemctl", "disable"] + present, chroot=tree, what="systemctl disable")
+            self.command(["systemctl", "mask"] + present, chroot=tree, what="systemctl mask")
 
     @staticmethod
     def unit_file(tree, unit):
