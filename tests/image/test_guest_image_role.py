@@ -275,6 +275,8 @@ def test_the_image_holds_what_the_guest_needs(default_image):
            "fstrim.timer", "e2scrub_reap.service", "getty@tty1.service", "getty-static.service",
            "danted.service", "redsocks.service"}
     assert not enabled & off, enabled & off
+    for unit in ("getty-static.service", "modprobe@loop.service", "danted.service"):  # masked: never started
+        assert "/dev/null" in debugfs(image, f"stat /etc/systemd/system/{unit}"), unit
     # no package lists or .debs left in the image
     assert not {name for name in names_in(image, "/var/cache/apt/archives") if name.endswith(".deb")}
     assert not {name for name in names_in(image, "/var/lib/apt/lists") if name.endswith("_Packages")}

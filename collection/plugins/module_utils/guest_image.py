@@ -798,12 +798,14 @@ class GuestImage:
         return os.path.lexists(in_tree(tree, "/bin/systemctl"))
 
     def disable_units(self, tree):
-        """Mask the units asked for: a static unit (getty-static, modprobe@...) cannot be disabled."""
+        """Disable and mask the units asked for: a static unit (getty-static, modprobe@...) can only be
+        masked, and nothing that wants a masked unit starts it."""
         if not self.has_systemd(tree):
             return
         present = [unit for unit in self.disabled_units if self.unit_file(tree, unit)]
-        if present:
-            self.command(["systemctl", "mask"] + present, chroot=tree, what="systemctl mask")
+        for verb in ("disable", "mask"):
+            if present:
+                self.command(["systemctl", verb] + present, chroot=tree, what="systemctl %s" % verb)
 
     @staticmethod
     def unit_file(tree, unit):
