@@ -25,7 +25,7 @@ from pathlib import Path
 from ansible_collections.mpsocks.mptcp.plugins.module_utils import addressing
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.locking import Lock, holder
 
-from mpsocks import analyze, guest_status, lab, stack, vm_status
+from mpsocks import analyze, capture, guest_status, lab, stack, vm_status
 from mpsocks.playbook_run import (
     EXIT_BUSY,
     EXIT_CANCELLED,
@@ -51,6 +51,7 @@ _EXAMPLES = f"""examples:
   mpsocks-run host up --uplinks veth0 --netns lab -v
   mpsocks-run lab up --rates 20,5 --middlebox 1=optimizer
   mpsocks-run lab status --json
+  mpsocks-run capture --seconds 20 -o uplinks.pcapng
   mpsocks-run analyze --json nomptcp.pcap mptcp.pcap
 
 exit status:
@@ -59,7 +60,7 @@ exit status:
   {EXIT_FAILED}   a task failed (analyze: a capture could not be read)
   {EXIT_UNREACHABLE}   a host (or namespace) could not be reached
   {EXIT_USAGE}   bad command-line input; nothing was run
-  {EXIT_NOT_UP}   (status, lab status) not up, or not all of it; (check) nothing is up
+  {EXIT_NOT_UP}   (status, lab status) not up, or not all of it; (check, capture) nothing is up
   {EXIT_BUSY}   another run holds the same target and --no-wait was given
   {EXIT_CANCELLED}  cancelled with Ctrl-C"""
 #: Seconds between two tries at a target another run holds.
@@ -551,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(command=lab_status)
     add_lab_name_option(status)
     status.add_argument("--json", action="store_true", help="print the topology as JSON")
+    capture.add_parser(verbs)
     analyze.add_parser(verbs)
     return parser
 
@@ -660,6 +662,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = build_parser().parse_args(argv)
             if "command" in args:
+                args.cancel = cancel  # capture stops on Ctrl-C
                 return args.command(args)
             code = run(args.run_name, args.play(args), run_options(args), cancel, no_wait=args.no_wait)
             if code == EXIT_OK and getattr(args, "foreground", False) and not args.check:

@@ -146,6 +146,9 @@ def test_vm_guest_main_command_and_the_stack_as_written(readme_env):
             run_steps(stack_steps, readme_env)
         finally:
             subprocess.run(["bash", "-c", "mpsocks-run down"], env=readme_env, capture_output=True, cwd=REPO)
+        capture = Path("/tmp/uplinks.pcapng")  # what the stack's capture line wrote
+        assert capture.stat().st_size > 0
+        capture.unlink()
         assert_unchanged(before)
         assert not Path("/run/netns/mpslab-host").exists()
 
@@ -168,7 +171,7 @@ def test_lab_quick_start_as_written(readme_env):
 
 
 def test_analyze_as_written(readme_env):
-    ((command, output),) = steps(blocks("Looking at the wire: analyze")[0])
-    shown = blocks("Looking at the wire: analyze", kind="")[0]
+    ((command, output),) = steps(blocks("Looking at the wire: capture and analyze")[0])
+    shown = blocks("Looking at the wire: capture and analyze", kind="")[0]
     assert not output and shown
     run_steps([(command, shown)], readme_env)

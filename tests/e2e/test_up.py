@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ from mpsocks_testlib import (
     changed_count,
     lab_name,
     mpsocks_run,
+    runner_env,
     snapshot,
 )
 
@@ -121,6 +124,71 @@ def test_not_an_open_proxy(stack):
     assert addresses <= {"10.66.6.2"}, addresses
     isp = stack["plan"]["uplinks"][0]["isp_netns"]
     assert in_netns(isp, "curl", "-s", "--max-time", "3", f"http://{PROXY}/").returncode != 0
+
+
+def start_capture(*args: str) -> subprocess.Popen:
+    """``mpsocks-run capture ARGS``, running once it has said on which interfaces it captures."""
+    proc = subprocess.Popen([sys.executable, "-m", "mpsocks", "capture", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=runner_env())
+    said = proc.stderr.readline()
+    assert said.startswith("mpsocks-run: capturing on "), said + proc.stderr.read()
+    return proc
+
+
+def tshark_fields(path: Path, *fields: str, display_filter: str = "") -> list[list[str]]:
+    argv = ["tshark", "-r", str(path), "-T", "fields", *[arg for field in fields for arg in ("-e", field)]]
+    proc = subprocess.run(argv + (["-Y", display_filter] if display_filter else []), capture_output=True,
+                          text=True, check=True)
+    return [line.split("\t") for line in proc.stdout.splitlines()]
+
+
+def test_capture_sees_one_subflow_on_each_uplink(stack, tmp_path):
+    """A download through SOCKS while capture runs: one pcapng naming lab0, lab1 and the links to the
+    guest; analyze finds the MPTCP connection with a subflow on each uplink; the packet counts capture
+    prints are tshark's."""
+    output = tmp_path / "uplinks.pcapng"
+    proc = start_capture("--seconds", "6", "--snaplen", "120", "--guest-links", "-o", str(output), "--json")
+    url = f"{stack['plan']['servers']['download']}bytes/2000000"
+    download = in_netns(stack["host"], "curl", "-sS", "-o", "/dev/null", "--socks5-hostname", PROXY, url)
+    assert download.returncode == 0, download.stderr
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+    assert result["path"] == str(output) and not output.with_name("uplinks.pcapng.part").exists()
+    names = [item["name"] for item in result["interfaces"]]
+    assert names == ["lab0", "lab1", "mptcp0", "mptcp1"]
+    seen = {}
+    for (name,) in tshark_fields(output, "frame.interface_name"):
+        seen[name] = seen.get(name, 0) + 1
+    assert {item["name"]: item["packets"] for item in result["interfaces"]} == seen
+    assert result["packets"] == sum(seen.values())
+    assert all(int(length) <= 120 for (length,) in tshark_fields(output, "frame.cap_len"))
+    rc, text = mpsocks_run("analyze", "--json", str(output), artifacts=None)
+    assert rc == 0, text
+    report = json.loads(text)
+    uplinks = [subflow["client"]["address"] for connection in report["connections"]
+               for subflow in connection["subflows"]]
+    assert {"198.18.0.2", "198.18.1.2"} <= set(uplinks), report["connections"]
+
+
+def test_capture_ends_cleanly_on_ctrl_c(stack, tmp_path):
+    output = tmp_path / "until-ctrl-c.pcapng"
+    proc = start_capture("-o", str(output))
+    curl_json(stack["host"], f"{stack['plan']['servers']['check']}?format=json", "--socks5-hostname", PROXY)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.startswith(f"{output}: ") and "mpsocks-run analyze" in out, out
+    assert tshark_fields(output, "frame.interface_name", display_filter="tcp.flags.syn == 1")
+
+
+def test_capture_refuses_bad_input_in_one_line(stack, tmp_path):
+    for args, needle in ((["-o", str(tmp_path / "no" / "such.pcapng")], "output: folder"),
+                         (["-o", str(tmp_path)], "is a directory"),
+                         (["--snaplen", "40"], "snaplen: 40 is not a byte count")):
+        rc, output = mpsocks_run("capture", "--seconds", "1", *args, artifacts=None)
+        assert rc == 5 and output.count("\n") == 1 and needle in output, (args, output)
+    assert not list(tmp_path.iterdir())
 
 
 def test_failover_a_download_survives_its_first_uplink(stack):

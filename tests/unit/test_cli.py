@@ -17,7 +17,7 @@ from mpsocks_testlib import SEED_TRACES, lab_name, runner_env
 RUNNER = Path(__file__).resolve().parents[2] / "runner"
 sys.path.insert(0, str(RUNNER))
 
-from mpsocks import cli, stack  # noqa: E402
+from mpsocks import capture, cli, stack  # noqa: E402
 
 
 def test_uplinks_are_names_or_name_and_gateway():
@@ -369,3 +369,20 @@ def test_build_verbs_run_their_playbooks(tmp_path):
                                 "mpsocks_kernel_fragment": ["CONFIG_MPTCP=y"]}
     assert _play(["build", "image"]).playbook.name == "install_vm_extra.yml"
     assert _play(["build", "image", "--base"]).playbook.name == "build_image.yml"
+
+
+def test_capture_needs_a_stack_that_is_up(capsys, tmp_path):
+    assert cli.main(["capture", "--seconds", "1"]) == 3
+    err = capsys.readouterr().err
+    assert err == "mpsocks-run: error: nothing is up: mpsocks-run up first, then capture its uplinks\n"
+    stack.save(stack.Stack(guest=lab_name("gone"), uplinks=["eth0"]))  # recorded, but its guest is gone
+    assert cli.main(["capture", "--seconds", "1"]) == 3
+    assert cli.main(["capture", "--seconds", "0"]) == 5
+    assert "--seconds: '0' is not a whole number of at least 1" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.pcapng*"))
+
+
+def test_capture_takes_the_uplinks_and_with_guest_links_the_links_to_the_guest():
+    recorded = stack.Stack(uplinks=["wlp1s0", {"name": "usb0", "backup": True}])
+    assert capture.interfaces_of(recorded, guest_links=False) == ["wlp1s0", "usb0"]
+    assert capture.interfaces_of(recorded, guest_links=True) == ["wlp1s0", "usb0", "mptcp0", "mptcp1"]

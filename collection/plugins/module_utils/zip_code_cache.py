@@ -72,5 +72,5 @@ def install(cache=None):
     sys.path_hooks[:] = [CachingZipImporter if hook is zipimport.zipimporter else hook
                          for hook in sys.path_hooks]
     for path, finder in list(sys.path_importer_cache.items()):
-        if type(finder) is zipimport.zipimporter:
+        if isinstance(finder, zipimport.zipimporter) and not isinstance(finder, CachingZipImporter):
             del sys.path_importer_cache[path]

@@ -113,8 +113,8 @@ options:
     default: true
   disabled_units:
     description:
-      - systemd units masked in the image (those it does not hold are skipped), for a faster boot:
-        masked, not just disabled, since static units (C(getty-static.service)) cannot be disabled.
+      - systemd units disabled and masked in the image (those it does not hold are skipped), for a faster
+        boot. Masked too, since a static unit such as C(getty-static.service) cannot be disabled.
     type: list
     elements: str
     default: []
