@@ -129,8 +129,8 @@ class TraceCapture:
                 break
             said.append(line.strip())
             if line.startswith("Capturing on"):
-                time.sleep(SETTLE)
                 self.started = time.monotonic()
+                time.sleep(SETTLE)
                 return
         self.stop(kill=True)
         raise MpsocksError("dumpcap did not start capturing: %s" % (_last(said) or "it said nothing"))
