@@ -25,7 +25,7 @@ from pathlib import Path
 from ansible_collections.mpsocks.mptcp.plugins.module_utils import addressing
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.locking import Lock, holder
 
-from mpsocks import analyze, capture, guest_status, lab, stack, vm_status
+from mpsocks import analyze, capture, experiment, guest_status, lab, stack, vm_status
 from mpsocks.playbook_run import (
     EXIT_BUSY,
     EXIT_CANCELLED,
@@ -53,6 +53,7 @@ _EXAMPLES = f"""examples:
   mpsocks-run lab status --json
   mpsocks-run capture --seconds 20 -o uplinks.pcapng
   mpsocks-run analyze --json nomptcp.pcap mptcp.pcap
+  mpsocks-run lab experiment net-neutrality -o traces/net_neutrality
 
 exit status:
   {EXIT_OK}   the play succeeded
@@ -369,6 +370,29 @@ def stack_check(args: argparse.Namespace) -> int:
     return EXIT_OK if guest_status.check_failure(result) is None else EXIT_FAILED
 
 
+def lab_experiment(args: argparse.Namespace) -> int:
+    """``lab experiment net-neutrality``: lab and stack up, the study, down (unless --keep); prints the
+    report."""
+    options = run_options(args)
+    if options.check:
+        raise UsageError("--check: an experiment measures the wire, it cannot be dry-run")
+    output = args.output or Path(args.experiment.replace("-", "_"))
+    try:
+        up, study, down = experiment.plays(args.name, output)
+    except lab.MpsocksError as exc:
+        raise UsageError(str(exc)) from None
+    code = run("lab-experiment-up", up, options, args.cancel)
+    if code == EXIT_OK:
+        code = run(f"lab-experiment-{args.experiment}", study, options, args.cancel)
+    if not args.keep:
+        args.cancel.clear()  # after a Ctrl-C too: take down what was made
+        down_code = run("lab-experiment-down", down, options, args.cancel)
+        code = code or down_code
+    if code == EXIT_OK:
+        print((output / "report.md").read_text(), end="", flush=True)
+    return code
+
+
 def lab_status(args: argparse.Namespace) -> int:
     """``lab status``: print the recorded topology and what is up; exit 0 only if all of it is."""
     report = lab.status(args.name)
@@ -552,6 +576,19 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(command=lab_status)
     add_lab_name_option(status)
     status.add_argument("--json", action="store_true", help="print the topology as JSON")
+    study = lab_verbs.add_parser("experiment", **_help(
+        "run a study in a lab of its own and write its captures and report: net-neutrality is the seed's "
+        "(MPTCP off/on x TTL 10/64 to the check server, downloads without and with MPTCP, the optimizer on "
+        "uplink 0)", f"mpsocks-run lab experiment net-neutrality -o {experiment.DEFAULT_OUTPUT}"))
+    study.set_defaults(command=lab_experiment)
+    study.add_argument("experiment", choices=experiment.EXPERIMENTS, help="the study to run")
+    study.add_argument("--name", type=lab_name, default=experiment.DEFAULT_LAB,
+                       help=f"name of the study's lab (default: {experiment.DEFAULT_LAB}); one already up is "
+                            "used as it is if its uplink 0 has the optimizer")
+    study.add_argument("-o", "--output", type=Path, metavar="DIR",
+                       help="folder for the captures and report.md/report.json (default: ./net_neutrality)")
+    study.add_argument("--keep", action="store_true",
+                       help="leave the lab and the stack up afterwards (mpsocks-run down removes them)")
     capture.add_parser(verbs)
     analyze.add_parser(verbs)
     return parser

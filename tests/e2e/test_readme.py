@@ -8,7 +8,9 @@ where the README runs it. mpsocks-run comes from the test virtualenv (PATH), as 
 """
 
 import fcntl
+import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ from mpsocks_testlib import REPO, assert_unchanged, sh, snapshot, unique_name
 
 COMMANDS = ("mpsocks-run", "ip", "ansible-playbook", "runner/install.sh")
 LAB_LOCK = "/run/lock/mpsocks-readme-lab.lock"  # the README's lab has one name: one such test at a time
+STUDY_LOCK = "/run/lock/mpsocks-readme-study.lock"  # so has the study's lab, and its output folder
 
 
 def blocks(section: str, kind: str = "sh") -> list[list[str]]:
@@ -175,3 +178,29 @@ def test_analyze_as_written(readme_env):
     shown = blocks("Looking at the wire: capture and analyze", kind="")[0]
     assert not output and shown
     run_steps([(command, shown)], readme_env)
+
+
+def test_net_neutrality_study_as_written(readme_env):
+    """The study from one command in its own lab, the play on what --keep left (changed=0: the report is
+    there), down; the report agrees with tshark and shows the seed's findings."""
+    sys.path.insert(0, str(REPO / "tests" / "unit"))
+    from test_net_neutrality import assert_report_matches_tshark, assert_seed_findings
+
+    found = steps(blocks("The seed's net-neutrality study, from one command")[0])
+    assert [command.split()[:3] for command, _ in found] == [
+        ["mpsocks-run", "lab", "experiment"], ["ansible-playbook", "-i", "inventory/localhost.yml"],
+        ["mpsocks-run", "down"]]
+    folder = Path(found[0][0].split(" -o ")[1].split()[0])
+    with open(STUDY_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        before = snapshot()
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            run_steps(found, dict(readme_env, ANSIBLE_NOCOLOR="1"))
+            report = json.loads((folder / "report.json").read_text())
+            assert_report_matches_tshark(folder, report)
+            assert_seed_findings(report)
+        finally:
+            subprocess.run(["bash", "-c", "mpsocks-run down"], env=readme_env, capture_output=True, cwd=REPO)
+            shutil.rmtree(folder, ignore_errors=True)
+        assert_unchanged(before)

@@ -280,8 +280,9 @@ def _endpoint(row_address, port):
     return f"{row_address}:{port}"
 
 
-def tshark_streams(path):
-    """{tcp.stream: {...}} with the first SYN and SYN/ACK, SYN count, bytes per sender, mptcp.stream."""
+def tshark_streams(path, display_filter="tcp"):
+    """{tcp.stream: {...}} with the first SYN and SYN/ACK, SYN count, bytes per sender, mptcp.stream, of
+    the packets DISPLAY_FILTER keeps."""
     fields = [
         "tcp.stream",
         "ip.src",
@@ -303,7 +304,7 @@ def tshark_streams(path):
     streams = defaultdict(
         lambda: {"syns": 0, "syn": None, "synack": None, "bytes": defaultdict(int), "mptcp": None}
     )
-    for row in tshark(path, fields, "tcp"):
+    for row in tshark(path, fields, display_filter):
         stream = streams[int(row[0])]
         src, dst = _endpoint(row[1] or row[2], row[3]), _endpoint(row[4] or row[5], row[6])
         stream["bytes"][(src, dst)] += int(row[7])
