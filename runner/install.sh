@@ -35,7 +35,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 # dante-server, redsocks, mptcpd, mptcpize (`mptcpize run`): the SOCKS side and the quick start;
 # libpam-pwdfile: SOCKS users checked against a file of the proxy's own; dnsmasq-base: the lab's DNS.
 # debootstrap: the guest image; linux-source-6.1 ... libelf-dev: the guest's kernel (objtool needs
-# gelf.h); file: the tests look at the bzImage.
+# gelf.h); file: the tests look at the bzImage. graphviz: lab graph --format png.
 # libvirt-daemon-system, libvirt-daemon-driver-qemu, qemu-system-x86: libvirtd (virtlogd -d, libvirtd -d)
 # running the VM guest; -system brings the libvirt-qemu user, /etc/libvirt and /var/log/libvirt, without
 # which libvirtd starts no QEMU driver. Where systemd is not the running init, its sysv flavour, so that
@@ -46,7 +46,7 @@ packages=(
     iproute2 nftables tcpdump tshark procps psmisc curl
     dante-server redsocks mptcpd mptcpize libpam-pwdfile dnsmasq-base
     libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils openssh-client
-    debootstrap linux-source-6.1 build-essential bc bison flex libelf-dev xz-utils file
+    debootstrap linux-source-6.1 build-essential bc bison flex libelf-dev xz-utils file graphviz
 )
 [ -d /run/systemd/system ] || packages+=(libvirt-daemon-system-sysv)
 export DEBIAN_FRONTEND=noninteractive

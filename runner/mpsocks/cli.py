@@ -15,7 +15,9 @@ import ipaddress
 import json
 import platform
 import re
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -370,6 +372,53 @@ def stack_check(args: argparse.Namespace) -> int:
     return EXIT_OK if guest_status.check_failure(result) is None else EXIT_FAILED
 
 
+def _running_plan(name: str) -> dict:
+    plan = lab.recorded_plan(name)
+    if plan is None:
+        raise NotUp(f"lab {name} is not up: mpsocks-run lab up --name {name} first")
+    return plan
+
+
+def lab_graph(args: argparse.Namespace) -> int:
+    """``lab graph``: the running lab as a Mermaid or Graphviz graph, or a PNG drawn by Graphviz."""
+    plan = _running_plan(args.name)
+    text = lab.graph(plan, "dot" if args.format == "png" else args.format)
+    if args.format == "png":
+        dot = shutil.which("dot")
+        if dot is None:
+            raise UsageError("--format png: Graphviz's dot is not installed (Debian package graphviz)")
+        output = args.output or Path(f"{args.name}.png")
+        subprocess.run([dot, "-Tpng", "-o", str(output)], input=text, text=True, check=True)
+        print(output, flush=True)
+    elif args.output:
+        args.output.write_text(text)
+    else:
+        print(text, end="", flush=True)
+    return EXIT_OK
+
+
+def lab_exec(args: argparse.Namespace) -> int:
+    """``lab exec NODE [--mptcp] -- CMD``: CMD in that node's namespace; its exit status is ours."""
+    words = args.command_line
+    split = words.index("--") if "--" in words else -1
+    options, command = words[:max(split, 0)], words[split + 1:]
+    for option in options:  # what follows the node up to --: --mptcp may come there too
+        if option != "--mptcp":
+            raise UsageError(f"{option}: not an option of lab exec (the command comes after --)")
+        args.mptcp = True
+    if not command:
+        raise UsageError("give the command to run after the node, e.g. lab exec host -- ip addr")
+    try:
+        netns = lab.node_netns(_running_plan(args.name), args.node)
+    except lab.MpsocksError as exc:
+        raise UsageError(str(exc)) from None
+    if not (lab.NETNS_DIR / netns).exists():
+        guest = " (mpsocks-run up --lab makes the guest)" if netns.endswith("-guest") else ""
+        raise NotUp(f"namespace {netns} does not exist{guest}")
+    argv = ["ip", "netns", "exec", netns] + (["mptcpize", "run"] if args.mptcp else []) + command
+    return subprocess.run(argv, check=False).returncode
+
+
 def lab_experiment(args: argparse.Namespace) -> int:
     """``lab experiment net-neutrality``: lab and stack up, the study, down (unless --keep); prints the
     report."""
@@ -576,6 +625,27 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(command=lab_status)
     add_lab_name_option(status)
     status.add_argument("--json", action="store_true", help="print the topology as JSON")
+    drawing = lab_verbs.add_parser("graph", **_help(
+        "draw the running lab: a node per namespace, a link per veth with its interfaces and addresses",
+        "mpsocks-run lab graph --format png -o lab.png", runs_a_play=False))
+    drawing.set_defaults(command=lab_graph)
+    add_lab_name_option(drawing)
+    drawing.add_argument("--format", choices=("mermaid", "dot", "png"), default="mermaid",
+                         help="a Mermaid flowchart (the default; GitHub shows it as a picture), a Graphviz "
+                              "graph, or a PNG drawn by Graphviz's dot")
+    drawing.add_argument("-o", "--output", type=Path, metavar="FILE",
+                         help="write it to FILE (default: stdout; for png, NAME.png)")
+    node = lab_verbs.add_parser("exec", **_help(
+        "run a command in a node of the lab (host, isp0, r1, net, guest ...), as ip netns exec does",
+        "mpsocks-run lab exec host --mptcp -- curl -s http://198.19.0.10/", runs_a_play=False))
+    node.set_defaults(command=lab_exec)
+    add_lab_name_option(node)
+    node.add_argument("--mptcp", action="store_true",
+                      help="run it through mptcpize, so that its TCP sockets are MPTCP")
+    node.add_argument("node", help="the node: its namespace's name without the lab's (host, isp0, r1, net, "
+                                   "guest), or the whole name")
+    node.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- CMD ...",
+                      help="the command and its arguments")
     study = lab_verbs.add_parser("experiment", **_help(
         "run a study in a lab of its own and write its captures and report: net-neutrality is the seed's "
         "(MPTCP off/on x TTL 10/64 to the check server, downloads without and with MPTCP, the optimizer on "

@@ -207,6 +207,48 @@ def test_status_lists_the_lab_names(lab):
     assert "dns         198.19.0.53 (dnsmasq, in " in text and "  check.lab.test     198.19.0.10" in text
 
 
+def test_exec_runs_in_a_node_through_mptcpize_if_asked(lab):
+    name, status, _ = lab
+    check = status["servers"]["check"]
+    rc, text = mpsocks_run("lab", "exec", "--name", name, "host", "--mptcp", "--", "curl", "-s", check,
+                           artifacts=None)
+    assert rc == 0 and "You are using MPTCP with 2 subflows" in text, text
+    rc, text = mpsocks_run("lab", "exec", "--name", name, "r3", "--", "sh", "-c", "ip -br addr; exit 7",
+                           artifacts=None)
+    assert rc == 7 and "198.18.131.1/24" in text, text  # the command's exit status, in router 3
+    rc, text = mpsocks_run("lab", "exec", "--name", name, "r99", "--", "true", artifacts=None)
+    assert rc == 5 and f"lab {name} has no node 'r99' (its nodes: host, isp0, isp1, r1," in text, text
+
+
+def test_the_lab_inventory_reaches_every_namespace(lab, tmp_path):
+    """The inventory lab status names, for a lab whose name is not the default, with ansible as written
+    in the status line."""
+    name, status, _ = lab
+    assert status["inventory"] == str(RUN_ROOT / name / "inventory.yml")
+    rc, text = mpsocks_run("lab", "status", "--name", name, artifacts=None)
+    assert f"inventory   {status['inventory']} (ansible -i it lab_routers -m ping)" in text, text
+    ansible = Path(sys.executable).with_name("ansible")
+    proc = subprocess.run([str(ansible), "-i", status["inventory"], "all", "-m", "ping"], capture_output=True,
+                          text=True, env=dict(runner_env(), HOME=str(tmp_path)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(re.findall(r"^(\S+) \| SUCCESS", proc.stdout, re.M)) == sorted(status["namespaces"])
+
+
+def test_graph_draws_every_namespace_and_link(lab, tmp_path):
+    name, status, _ = lab
+    plan = json.loads((RUN_ROOT / name / "lab.json").read_text())
+    rc, mermaid = mpsocks_run("lab", "graph", "--name", name, artifacts=None)
+    assert rc == 0, mermaid
+    ids = dict(re.findall(r'^  (n\d+)\["([^<]+)<br/>', mermaid, re.M))
+    assert sorted(ids.values()) == sorted(status["namespaces"])
+    edges = {(ids[a], ids[b]) for a, b in re.findall(r"^  (n\d+) ---\|.*\| (n\d+)$", mermaid, re.M)}
+    assert edges == {(link["netns"], link["peer_netns"]) for link in plan["links"]}
+    rc, text = mpsocks_run("lab", "graph", "--name", name, "--format", "png", "-o", str(tmp_path / "lab.png"),
+                           artifacts=None)
+    assert rc == 0, text
+    assert (tmp_path / "lab.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_lab_dns_answers_its_names_and_nothing_else(lab, lab_resolver):
     _, status, _ = lab
     host = status["host_netns"]

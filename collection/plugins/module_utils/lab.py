@@ -348,5 +348,22 @@ def lab_plan(params):
         "servers": servers,
         "dns": {"address": DNS_ADDRESS, "domain": DNS_DOMAIN, "names": names},
         "daemons": daemons,
+        "inventory": inventory(host, [u["isp_netns"] for u in uplinks], routers, net),
         "settings": s,
     }
+
+
+def inventory(host, isps, routers, net):
+    """An Ansible inventory of the lab's namespaces (the netns connection), grouped by role; a lab whose
+    uplinks end in the root namespace has ``localhost`` as its host."""
+    netns = {"ansible_connection": "mpsocks.mptcp.netns"}
+    host_entry = {host: dict(netns)} if host else {"localhost": {"ansible_connection": "local"}}
+    return {"all": {
+        "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+        "children": {
+            "lab_host": {"hosts": host_entry},
+            "lab_isps": {"hosts": {isp: dict(netns) for isp in isps}},
+            "lab_routers": {"hosts": {router: dict(netns) for router in routers}},
+            "lab_servers": {"hosts": {net: dict(netns)}},
+        },
+    }}
