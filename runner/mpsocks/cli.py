@@ -27,7 +27,7 @@ from pathlib import Path
 from ansible_collections.mpsocks.mptcp.plugins.module_utils import addressing
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.locking import Lock, holder
 
-from mpsocks import analyze, capture, experiment, guest_status, lab, stack, vm_status
+from mpsocks import analyze, capture, completion, experiment, guest_status, lab, runs, stack, vm_status
 from mpsocks.playbook_run import (
     EXIT_BUSY,
     EXIT_CANCELLED,
@@ -661,6 +661,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="leave the lab and the stack up afterwards (mpsocks-run down removes them)")
     capture.add_parser(verbs)
     analyze.add_parser(verbs)
+    runs.add_parser(verbs)
+    completion.add_parser(verbs)
     return parser
 
 
