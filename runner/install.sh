@@ -41,14 +41,18 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 # which libvirtd starts no QEMU driver. Where systemd is not the running init, its sysv flavour, so that
 # apt neither pulls in nor upgrades systemd for it. qemu-utils, openssh-client: the guest's disk is a
 # qcow2 overlay on the cached image (qemu-img), and Ansible reaches the guest over ssh.
+# bash-completion loads mpsocks-run's bash completion, man-db shows its manual page; with --tests, zsh
+# and fish, where the tests run the completion scripts.
 packages=(
     python3 python3-venv python3-dev gcc pkg-config libvirt-dev
     iproute2 nftables tcpdump tshark procps psmisc curl
     dante-server redsocks mptcpd mptcpize libpam-pwdfile dnsmasq-base
     libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils openssh-client
     debootstrap linux-source-6.1 build-essential bc bison flex libelf-dev xz-utils file graphviz
+    bash-completion man-db
 )
 [ -d /run/systemd/system ] || packages+=(libvirt-daemon-system-sysv)
+[ "$tests" = 0 ] || packages+=(zsh fish)
 export DEBIAN_FRONTEND=noninteractive
 missing=()
 for p in "${packages[@]}"; do
@@ -68,8 +72,26 @@ else
     "$venv/bin/python" -m pip install -q "$repo[users]"
 fi
 
+# generate FILE ARGS...: FILE becomes what `mpsocks-run ARGS` prints, never half-written.
+generate() {
+    local file=$1
+    shift
+    mkdir -p "$(dirname "$file")"
+    if ! "$venv/bin/mpsocks-run" "$@" >"$file.new"; then
+        rm -f "$file.new"
+        return 1
+    fi
+    mv "$file.new" "$file"
+}
+
 if [ "$link" = 1 ]; then
     ln -sf "$venv/bin/mpsocks-run" /usr/local/bin/mpsocks-run
     echo "install.sh: mpsocks-run -> $venv/bin/mpsocks-run"
+    # Completion for the three shells and the manual page, generated from this mpsocks-run's parser.
+    generate /usr/share/bash-completion/completions/mpsocks-run completion bash
+    generate /usr/local/share/zsh/site-functions/_mpsocks-run completion zsh
+    generate /usr/share/fish/vendor_completions.d/mpsocks-run.fish completion fish
+    generate /usr/local/share/man/man1/mpsocks-run.1 man
+    echo "install.sh: completion for bash, zsh and fish; man mpsocks-run"
 fi
 echo "install.sh: done ($venv)"

@@ -27,7 +27,7 @@ PROG = "mpsocks-run"
 _DESCRIPTION = """\
 Capture on every uplink of what `mpsocks-run up` made (in the lab's host namespace for a lab), all at
 once, into one pcapng file in time order that names each packet's interface: one MPTCP subflow per
-uplink, as the seed's tcpdump per uplink and mergecap did. --guest-links adds the host's links to the
+uplink, as bash mpsocks' tcpdump per uplink and mergecap did. --guest-links adds the host's links to the
 guest (mptcp0, mptcp1 ...), where the traffic is seen before NAT. It runs until Ctrl-C or --seconds,
 then prints the file and its packets per interface; `mpsocks-run analyze FILE` reads it.
 
@@ -57,7 +57,7 @@ def add_parser(verbs) -> argparse.ArgumentParser:
         description=_DESCRIPTION, epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=positive_int, metavar="N", help="stop after N seconds")
     parser.add_argument("--snaplen", type=positive_int, default=DEFAULT_SNAPLEN, metavar="BYTES",
-                        help=f"bytes kept of each packet (default {DEFAULT_SNAPLEN}; the seed used 120)")
+                        help=f"bytes kept of each packet (default {DEFAULT_SNAPLEN}; bash mpsocks used 120)")
     parser.add_argument("-o", "--output", metavar="FILE",
                         help="the pcapng file to write (default: mpsocks-capture-TIME.pcapng here)")
     parser.add_argument("--guest-links", action="store_true",

@@ -1,7 +1,8 @@
 """mpsocks-run: the project's playbooks with a live progress display.
 
 A verb is a function from the parsed arguments to a Play (``host_up``), registered with ``_verb()``
-in ``build_parser()``; its run folder is named after it (``host up`` -> ``<timestamp>-host-up``).
+in ``build_parser()``; its run folder is named after it and its target (``host up`` ->
+``<timestamp>-host-up-host``, ``lab up`` -> ``<timestamp>-lab-up-mpslab``).
 Results go to stdout, errors to stderr; the exit codes are ansible-playbook's where it has one.
 """
 
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils import addressing
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.lab import MAX_HOPS
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.locking import Lock, holder
 
 from mpsocks import analyze, capture, completion, experiment, guest_status, lab, runs, stack, vm_status
@@ -35,6 +37,7 @@ from mpsocks.playbook_run import (
     EXIT_FAILED,
     EXIT_NOT_UP,
     EXIT_OK,
+    EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     Play,
@@ -47,6 +50,10 @@ from mpsocks.progress import Progress
 PROG = "mpsocks-run"
 IFNAMSIZ = 16  # Linux's size of an interface name, with its terminating NUL
 _NETNS_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+#: The rates the lab accepts, in Mbit/s.
+MIN_RATE, MAX_RATE = 0.1, 10000.0
+#: lab status: the lab is there, but some part of it does not work.
+EXIT_DEGRADED = 7
 _EXAMPLES = f"""examples:
   mpsocks-run host up --uplinks wlp1s0,usb0=192.168.42.129
   mpsocks-run --check host down
@@ -56,6 +63,7 @@ _EXAMPLES = f"""examples:
   mpsocks-run capture --seconds 20 -o uplinks.pcapng
   mpsocks-run analyze --json nomptcp.pcap mptcp.pcap
   mpsocks-run lab experiment net-neutrality -o traces/net_neutrality
+  mpsocks-run runs list
 
 exit status:
   {EXIT_OK}   the play succeeded
@@ -65,7 +73,9 @@ exit status:
   {EXIT_USAGE}   bad command-line input; nothing was run
   {EXIT_NOT_UP}   (status, lab status) not up, or not all of it; (check, capture) nothing is up
   {EXIT_BUSY}   another run holds the same target and --no-wait was given
-  {EXIT_CANCELLED}  cancelled with Ctrl-C"""
+  {EXIT_DEGRADED}   (lab status) the lab is there but some part of it does not work
+  {EXIT_CANCELLED}  cancelled with Ctrl-C
+  {EXIT_TIMEOUT} the play ran longer than --timeout"""
 #: Seconds between two tries at a target another run holds.
 LOCK_POLL = 0.2
 
@@ -149,17 +159,25 @@ def parse_cidrs(text: str) -> list[str]:
 
 def parse_rates(text: str) -> list[float]:
     """``20,5`` -> ``[20.0, 5.0]``: one rate in Mbit/s per uplink."""
-    rates = []
-    for item in text.split(","):
-        try:
-            rate = float(item)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{item.strip()!r} is not a rate in Mbit/s, e.g. --rates 20,5") from None
-        if not 0 < rate <= 10000:
-            raise argparse.ArgumentTypeError(f"rate {item.strip()} is outside 0..10000 Mbit/s")
-        rates.append(rate)
-    return rates
+    return [rate(item) for item in text.split(",")]
+
+
+def rate(text: str) -> float:
+    """A rate in Mbit/s, as the lab takes it."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text.strip()!r} is not a rate in Mbit/s, e.g. 20") from None
+    if not MIN_RATE <= value <= MAX_RATE:
+        raise argparse.ArgumentTypeError(f"rate {text.strip()} is outside {MIN_RATE:g}..{MAX_RATE:g} Mbit/s")
+    return value
+
+
+def hops(text: str) -> int:
+    """A number of routers between host and servers."""
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_HOPS:
+        raise argparse.ArgumentTypeError(f"{text} is outside 1..{MAX_HOPS}")
+    return int(text)
 
 
 def parse_middlebox(text: str) -> tuple[int, str]:
@@ -169,6 +187,17 @@ def parse_middlebox(text: str) -> tuple[int, str]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not UPLINK=KIND with KIND one of {', '.join(lab.MIDDLEBOXES)}, e.g. 1=optimizer")
     return int(index), kind
+
+
+def middleboxes(given: list[tuple[int, str]]) -> dict[int, str]:
+    """The --middlebox items as {uplink: kind}; an uplink given twice is an error."""
+    found: dict[int, str] = {}
+    for index, kind in given:
+        if index in found:
+            raise UsageError(f"--middlebox: uplink {index} is given twice "
+                             f"({index}={found[index]}, {index}={kind})")
+        found[index] = kind
+    return found
 
 
 def lab_name(name: str) -> str:
@@ -277,26 +306,47 @@ def stack_down(args: argparse.Namespace) -> Play:
     recorded = stack.load() or stack.Stack()
     lab_settings = {"name": recorded.lab} if recorded.lab and recorded.lab_made else None
     extravars = recorded.extravars(lab_settings) | ({"mpsocks_purge": True} if args.purge else {})
+    logs = [*Path(recorded.run_dir() if recorded.backend == "netns" else recorded.vm_dir()).glob("*.log")]
+    if lab_settings is not None:
+        logs += (Path(lab.DEFAULTS["run_root"]) / recorded.lab).glob("*.log")
     return Play(data_file("playbooks/teardown.yml"), recorded.inventory(), extravars, target="stack",
-                after_success=stack.forget)
+                after_success=stack.forget, keep=tuple(logs))
 
 
 def _lab(name: str, state: str, settings: dict | None = None) -> Play:
     extravars = {"mpsocks_lab_state": state, "mpsocks_lab_name": name}
     for key, value in (settings or {}).items():
         extravars[f"mpsocks_lab_{key}"] = value
+    logs = tuple((Path(lab.DEFAULTS["run_root"]) / name).glob("*.log")) if state == "absent" else ()
     return Play(data_file("playbooks/lab.yml"), data_file("inventory/localhost.yml"), extravars,
-                target=f"lab-{name}")
+                target=f"lab-{name}", keep=logs)
 
 
 def lab_up(args: argparse.Namespace) -> Play:
-    """``lab up``: build the lab (namespaces, shaped uplinks, hops, middleboxes, servers)."""
+    """``lab up``: build the lab (namespaces, shaped uplinks, hops, middleboxes, servers) from the flags or a
+    topology file; a running lab of another shape only with --reconfigure."""
+    flags = {"--rates": args.rates, "--middlebox": args.middlebox, "--optimizer-rate": args.optimizer_rate,
+             "--hops": args.hops, "--root-uplinks": args.root_uplinks}
     try:
-        settings = lab.lab_settings(args.name, args.rates, dict(args.middlebox), args.optimizer_rate,
-                                    args.hops, host_netns=not args.root_uplinks)
+        if args.topology:
+            given = [flag for flag, value in flags.items() if value not in (None, [], False)]
+            if given:
+                raise UsageError(f"{given[0]}: -t {args.topology} describes the whole lab; leave out "
+                                 "--rates, --middlebox, --optimizer-rate, --hops and --root-uplinks")
+            settings = lab.topology_settings(args.topology, args.name)
+        else:
+            settings = lab.lab_settings(args.name or lab.DEFAULTS["name"], args.rates or [20.0, 20.0],
+                                        middleboxes(args.middlebox), args.optimizer_rate,
+                                        args.hops or lab.DEFAULTS["hops"], host_netns=not args.root_uplinks)
+        recorded = lab.recorded_plan(settings["name"])
+        differences = lab.shape_differences(recorded["settings"], settings) if recorded else []
     except lab.MpsocksError as exc:
         raise UsageError(str(exc)) from None
-    return _lab(args.name, "present", settings)
+    if differences and not args.reconfigure:
+        name = settings["name"]
+        raise UsageError(f"lab {name} is up with another shape ({'; '.join(differences)}): give "
+                         f"--reconfigure to reshape it, or mpsocks-run lab down --name {name} first")
+    return _lab(settings["name"], "present", settings)
 
 
 def lab_down(args: argparse.Namespace) -> Play:
@@ -442,24 +492,41 @@ def lab_experiment(args: argparse.Namespace) -> int:
     return code
 
 
+_STATE_EXIT = {"up": EXIT_OK, "degraded": EXIT_DEGRADED, "not up": EXIT_NOT_UP}
+
+
 def lab_status(args: argparse.Namespace) -> int:
-    """``lab status``: print the recorded topology and what is up; exit 0 only if all of it is."""
+    """``lab status``: the topology and a verdict per probe of what runs; exit 0 when the lab is up, 7
+    when it is degraded, 3 when it is not up. With --all, every lab of the machine."""
+    if args.all:
+        reports = [lab.status(name) for name in lab.all_labs()]
+        print(json.dumps(reports, indent=2) if args.json else lab.format_all(reports), flush=True)
+        return max((_STATE_EXIT[report["state"]] for report in reports), default=EXIT_NOT_UP)
     report = lab.status(args.name)
     print(json.dumps(report, indent=2) if args.json else lab.format_status(report), flush=True)
-    return EXIT_OK if report["up"] else EXIT_NOT_UP
+    return _STATE_EXIT[report["state"]]
 
 
 # Parser -----------------------------------------------------------------------------------------
 
 
 def _run_options(top: bool) -> argparse.ArgumentParser:
-    """-v, --check, --diff, --no-wait and --artifacts-dir, accepted before and after the verb.
+    """-v, --check, --diff, --no-wait, --timeout and --artifacts-dir, accepted before and after the verb.
 
     Below the top their defaults are SUPPRESSed: a subparser's defaults would otherwise
     overwrite what was given before the verb. -v after the verb counts apart and is added up.
     """
     def default(value):
         return value if top else argparse.SUPPRESS
+
+    def seconds(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = 0.0
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+        return value
 
     options = argparse.ArgumentParser(add_help=False)
     group = options.add_argument_group("run options")
@@ -471,7 +538,10 @@ def _run_options(top: bool) -> argparse.ArgumentParser:
     group.add_argument("--diff", action="store_true", default=default(False),
                        help="ansible-playbook --diff: show the changes")
     group.add_argument("--artifacts-dir", type=Path, metavar="DIR", default=default(None),
-                       help="base folder of the run folders (default: $XDG_STATE_HOME/mpsocks/runs)")
+                       help="base folder of the run folders (default: $XDG_STATE_HOME/mpsocks/runs); "
+                            "the newest $MPSOCKS_KEEP_RUNS of them are kept (default: 20)")
+    group.add_argument("--timeout", type=seconds, metavar="SECONDS", default=default(None),
+                       help="cancel the play, as Ctrl-C does, when it runs longer (exit status 124)")
     group.add_argument("--no-wait", action="store_true", default=default(False),
                        help="fail at once (exit status 6) when another run holds the same target, "
                             "instead of waiting for it")
@@ -539,8 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "an MPTCP backup (used only when the others fail), :active never")
     up_verb.add_argument("--rates", type=parse_rates, metavar="MBIT,...",
                          help="the download rate of each uplink, in --uplinks order: an uplink slower than "
-                              f"{addressing.BACKUP_BELOW:.0%} of the fastest becomes a backup (it would slow "
-                              "the others down) unless given :active")
+                              f"{addressing.BACKUP_BELOW:.0%}% of the fastest becomes a backup (it would "
+                              "slow the others down) unless given :active")
     up_verb.add_argument("--lab", nargs="?", const=lab.DEFAULTS["name"], type=lab_name, metavar="NAME",
                          help="use a lab's uplinks (bringing the lab up first unless it is up; default name "
                               "mpslab); --uplinks may then pick some of them or make one a backup")
@@ -561,8 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     up_verb.add_argument("--check-url", metavar="URL",
                          help=f"the MPTCP check server (default {stack.CHECK_URL}; a lab's own in a lab)")
     up_verb.add_argument("--foreground", action="store_true",
-                         help="stay up, and tear everything down on Ctrl-C (as the seed's boot_socks "
-                              "did)")
+                         help="stay up, and tear everything down on Ctrl-C (as bash mpsocks' boot_socks did)")
     down_verb = _verb(verbs, "down", stack_down, "remove what up made (also after an interrupted up); a "
                       "no-op when nothing is up", "mpsocks-run down")
     down_verb.add_argument("--purge", action="store_true",
@@ -603,28 +672,38 @@ def build_parser() -> argparse.ArgumentParser:
                        "mpsocks-run lab up && mpsocks-run lab status")
     up = _verb(lab_verbs, "up", lab_up, "build the lab: shaped uplinks, router hops, middleboxes, servers",
                "mpsocks-run lab up --rates 20,5 --middlebox 1=optimizer --optimizer-rate 40")
-    add_lab_name_option(up)
-    up.add_argument("--rates", type=parse_rates, default=[20.0, 20.0], metavar="MBIT,...",
-                    help="one rate per uplink in Mbit/s; their count makes the number of uplinks "
-                         "(default: 20,20)")
+    up.add_argument("--name", type=lab_name, metavar="NAME",
+                    help="name of the lab; it prefixes the lab's namespaces (default: the topology file's, "
+                         "else mpslab)")
+    up.add_argument("-t", "--topology", type=Path, metavar="FILE",
+                    help="a YAML topology: name, uplinks (each a rate in Mbit/s or {rate_mbit, middlebox, "
+                         "optimizer_rate_mbit, delay_ms}), hops, root_uplinks; instead of the flags below")
+    up.add_argument("--rates", type=parse_rates, metavar="MBIT,...",
+                    help=f"one rate per uplink in Mbit/s ({MIN_RATE:g} to {MAX_RATE:g}); their count makes "
+                         "the number of uplinks (default: 20,20)")
     up.add_argument("--middlebox", type=parse_middlebox, action="append", default=[], metavar="N=KIND",
-                    help="put middlebox KIND (optimizer, strip, drop-mptcp) on the ISP of uplink N "
-                         "(repeatable)")
-    up.add_argument("--optimizer-rate", type=float, metavar="MBIT",
+                    help=f"put middlebox KIND ({', '.join(lab.MIDDLEBOXES)}) on the ISP of uplink N, "
+                         "counting from 0 (repeatable, once per uplink)")
+    up.add_argument("--optimizer-rate", type=rate, metavar="MBIT",
                     help="rate of the connections an optimizer terminates (default: the uplink's rate)")
-    up.add_argument("--hops", type=int, default=12, metavar="N",
-                    help="routers between host and servers, the ISP included (default: 12)")
+    up.add_argument("--hops", type=hops, metavar="N",
+                    help=f"routers between host and servers, the ISP included, 1 to {MAX_HOPS} (default: 12)")
     up.add_argument("--root-uplinks", action="store_true",
                     help="end the uplinks in this (root) namespace instead of a lab host namespace")
+    up.add_argument("--reconfigure", action="store_true",
+                    help="reshape a running lab to what is asked (without it, a lab of another shape is "
+                         "refused, naming what differs)")
     down = _verb(lab_verbs, "down", lab_down, "remove the lab, also after an interrupted up",
                  "mpsocks-run lab down")
     add_lab_name_option(down)
-    status = lab_verbs.add_parser("status", **_help(
-        "show the lab's topology and whether it is up (exit status 0 only when all of it runs, else 3)",
+    status = lab_verbs.add_parser("status", aliases=["inspect"], **_help(
+        "show the lab's topology and probe every part of it: links up, hops answering, servers answering, "
+        "MPTCP through the proxy when a stack is on it (exit status 0 up, 7 degraded, 3 not up)",
         "mpsocks-run lab status --json", runs_a_play=False))
     status.set_defaults(command=lab_status)
     add_lab_name_option(status)
-    status.add_argument("--json", action="store_true", help="print the topology as JSON")
+    status.add_argument("--json", action="store_true", help="print the report as JSON (schema_version 1)")
+    status.add_argument("--all", action="store_true", help="every lab on this machine, a line each")
     drawing = lab_verbs.add_parser("graph", **_help(
         "draw the running lab: a node per namespace, a link per veth with its interfaces and addresses",
         "mpsocks-run lab graph --format png -o lab.png", runs_a_play=False))
@@ -647,7 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- CMD ...",
                       help="the command and its arguments")
     study = lab_verbs.add_parser("experiment", **_help(
-        "run a study in a lab of its own and write its captures and report: net-neutrality is the seed's "
+        "run a study in a lab of its own and write its captures and report: net-neutrality is bash mpsocks' "
         "(MPTCP off/on x TTL 10/64 to the check server, downloads without and with MPTCP, the optimizer on "
         "uplink 0)", f"mpsocks-run lab experiment net-neutrality -o {experiment.DEFAULT_OUTPUT}"))
     study.set_defaults(command=lab_experiment)
@@ -759,9 +838,14 @@ def stay_up(args: argparse.Namespace, options: RunOptions, cancel: threading.Eve
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
-    """The run options given before and after the verb (-v counts add up)."""
+    """The run options given before and after the verb (-v counts add up); a bad $MPSOCKS_KEEP_RUNS is a
+    usage error."""
     verbosity = args.verbose + getattr(args, "verbose_after", 0)
-    return RunOptions(check=args.check, diff=args.diff, verbosity=verbosity, artifacts_dir=args.artifacts_dir)
+    try:
+        return RunOptions(check=args.check, diff=args.diff, verbosity=verbosity,
+                          artifacts_dir=args.artifacts_dir, timeout=args.timeout)
+    except ValueError as exc:  # RunOptions reads $MPSOCKS_KEEP_RUNS
+        raise UsageError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

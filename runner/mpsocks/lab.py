@@ -1,15 +1,17 @@
-"""``mpsocks-run lab``: the lab's settings from the command line, and its status.
+"""``mpsocks-run lab``: the lab's settings from the command line or a topology file, its status, graph and
+nodes.
 
 The plan itself is the collection's (``module_utils/lab.py``): the CLI validates with it before running
-the playbook, and ``status`` reads the plan the role recorded and checks what is alive.
+the playbook (and refuses to reshape a running lab unasked), ``status`` reads the plan the role recorded
+and probes what runs (``lab_probe``), ``graph`` draws it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+import yaml
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.lab import (
     DEFAULTS,
@@ -18,8 +20,11 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.lab import (
     lab_plan,
 )
 
-__all__ = ["MIDDLEBOXES", "NAME_PATTERN", "MpsocksError", "format_status", "graph", "lab_settings",
-           "node_netns", "recorded_plan", "status"]
+from mpsocks import lab_probe, runs, stack
+from mpsocks.playbook_run import KEPT, default_artifacts_dir
+
+#: Re-exported for the CLI, with what this module defines.
+__all__ = ["DEFAULTS", "MIDDLEBOXES", "NAME_PATTERN", "MpsocksError"]
 
 NETNS_DIR = Path("/run/netns")
 
@@ -49,48 +54,81 @@ def lab_settings(
     return settings
 
 
-def _alive(pid_file: Path, netns: str) -> bool:
-    """Whether the process in PID_FILE runs, in namespace NETNS."""
-    try:
-        pid = int(pid_file.read_text().split()[0])
-        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(NETNS_DIR / netns).st_ino
-    except (OSError, ValueError, IndexError):
-        return False
+#: What ``lab status --json`` reports of the plan; the rest (tables, shapers, nft, endpoints ...) is the
+#: role's business, not the user's.
+REPORTED = ("name", "run_dir", "hops", "server_ttl_at_host", "host_netns", "server_netns", "routers",
+            "namespaces", "servers", "dns")
+UPLINK_KEYS = ("index", "name", "address", "gateway", "rate_mbit", "middlebox", "optimizer_rate_mbit",
+               "delay_ms", "isp_netns")
+STATUS_SCHEMA = 1
+STATES = ("up", "degraded", "not up")
 
 
 def status(name: str = DEFAULTS["name"], run_root: str = DEFAULTS["run_root"]) -> dict:
-    """The recorded plan of lab NAME with what is up, or ``{"name": NAME, "up": False}`` if none."""
+    """Lab NAME as recorded, with every probe of what runs (lab_probe) and the verdict ``state``: up (all
+    probes pass), degraded (some fail), not up (no recorded plan)."""
     run_dir = Path(run_root) / name
-    try:
-        plan = json.loads((run_dir / "lab.json").read_text())
-    except FileNotFoundError:
-        return {"name": name, "up": False, "run_dir": str(run_dir)}
-    except ValueError as exc:
-        raise MpsocksError(f"{run_dir / 'lab.json'}: not a lab plan ({exc})") from None
-    namespaces = {netns: (NETNS_DIR / netns).exists() for netns in plan["namespaces"]}
-    processes = {
-        daemon["name"]: _alive(run_dir / f"{daemon['name']}.pid", daemon["netns"])
-        for daemon in plan["daemons"]
-    }
-    report = {key: value for key, value in plan.items()
-              if key not in ("settings", "links", "routes", "inventory")}
+    plan = recorded_plan(name, run_root)
+    if plan is None:
+        report = {"schema_version": STATUS_SCHEMA, "name": name, "state": "not up", "up": False,
+                  "run_dir": str(run_dir)}
+        return report | ({"last_logs": str(logs)} if (logs := last_logs(name)) else {})
+    recorded = stack.load()
+    on_lab = recorded if recorded is not None and recorded.lab == name and stack.is_up(recorded) else None
+    checks = lab_probe.probe(plan, run_dir, on_lab)
+    state = "up" if all(check["ok"] for check in checks) else "degraded"
+    report = {"schema_version": STATUS_SCHEMA, "name": name, "state": state, "up": state == "up"}
+    report |= {key: plan[key] for key in REPORTED if key in plan}
+    report["uplinks"] = [{key: uplink[key] for key in UPLINK_KEYS if uplink.get(key) is not None}
+                         for uplink in plan["uplinks"]]
+    if any(uplink["middlebox"] == "optimizer" for uplink in plan["uplinks"]):
+        report["optimizer"] = plan["optimizer"]
+    up = {check["name"]: check["ok"] for check in checks if check["kind"] == "link"}
+    report["links"] = [{"netns": link["netns"], "interface": link["name"], "address": link["addresses"][0],
+                        "peer_netns": link["peer_netns"], "peer": link["peer"],
+                        "peer_address": link["peer_addresses"][0],
+                        "up": up.get(f"{link['netns'] or '(root)'}:{link['name']} - "
+                                     f"{link['peer_netns'] or '(root)'}:{link['peer']}", False)}
+                       for link in plan["links"]]
     if (run_dir / "inventory.yml").exists():  # plans recorded before the lab wrote one have none
         report["inventory"] = str(run_dir / "inventory.yml")
-    report.update(
-        up=all(namespaces.values()) and all(processes.values()),
-        namespaces_up=namespaces,
-        processes_up=processes,
-    )
+    if on_lab is not None:
+        report["stack"] = {"guest": on_lab.guest, "backend": on_lab.backend, "proxy": on_lab.socks_address()}
+    report["namespaces_up"] = {netns: (NETNS_DIR / netns).exists() for netns in plan["namespaces"]}
+    report["processes_up"] = {check["name"]: check["ok"] for check in checks if check["kind"] == "process"}
+    report["checks"] = checks
     return report
+
+
+def last_logs(name: str, base: Path | None = None) -> Path | None:
+    """Where the last ``lab down`` of lab NAME kept its server logs (in its run folder), if it did."""
+    try:
+        kept = runs.find_run(base or default_artifacts_dir(), f"lab-down-{name}") / KEPT
+    except runs.UnknownRun:
+        return None
+    return kept if kept.is_dir() else None
+
+
+def all_labs(run_root: str = DEFAULTS["run_root"]) -> list[str]:
+    """The names of the labs recorded on this machine."""
+    return sorted(path.parent.name for path in Path(run_root).glob("*/lab.json"))
+
+
+#: The probes' kinds as status shows them, with the word for a passing item.
+CHECK_KINDS = (("link", "links", "up"), ("hop", "hops", "answer"), ("process", "processes", "run"),
+               ("server", "servers", "answer"), ("proxy", "proxy", "MPTCP"))
 
 
 def format_status(report: dict) -> str:
     """REPORT as the lines ``mpsocks-run lab status`` prints."""
-    if "uplinks" not in report:
-        return f"lab {report['name']}: not up (no plan in {report['run_dir']})"
-    down = [name for name, up in {**report["namespaces_up"], **report["processes_up"]}.items() if not up]
+    if report["state"] == "not up":
+        logs = f"; the server logs of its last lab down are in {report['last_logs']}" \
+            if "last_logs" in report else ""
+        return f"lab {report['name']}: not up (no plan in {report['run_dir']}){logs}"
+    failing = [check for check in report["checks"] if not check["ok"]]
     lines = [
-        f"lab {report['name']}: " + ("up" if report["up"] else "DEGRADED, missing: " + ", ".join(down)),
+        f"lab {report['name']}: " + ("up" if not failing else f"DEGRADED ({len(failing)} of "
+                                                                f"{len(report['checks'])} checks fail)"),
         f"host        {report['host_netns'] or 'the current namespace (uplinks in it)'}",
     ]
     for uplink in report["uplinks"]:
@@ -108,14 +146,37 @@ def format_status(report: dict) -> str:
     )
     lines.append(f"servers     in {report['server_netns']}")
     for role, url in report["servers"].items():
-        path = "bytes/N" if role == "download" else ""
-        lines.append(f"  {role:<9} {url}{path}")
-    if "inventory" in report:
-        lines.append(f"inventory   {report['inventory']} (ansible -i it lab_routers -m ping)")
+        lines.append(f"  {role:<9} {url}" + ("  (GET /bytes/N: N bytes)" if role == "download" else ""))
     if "dns" in report:  # plans recorded before the lab had a DNS server have none
         dns = report["dns"]
         lines.append(f"dns         {dns['address']} (dnsmasq, in {report['server_netns']})")
         lines += [f"  {name:<18} {address}" for name, address in dns["names"].items()]
+    if "inventory" in report:
+        lines.append(f"inventory   {report['inventory']} (ansible -i it lab_routers -m ping)")
+    if "stack" in report:
+        lines.append(f"stack       guest {report['stack']['guest']} ({report['stack']['backend']}), "
+                     f"SOCKS5 {report['stack']['proxy']}")
+    lines.append("checks")
+    for kind, title, word in CHECK_KINDS:
+        items = [check for check in report["checks"] if check["kind"] == kind]
+        if items:
+            passing = sum(check["ok"] for check in items)
+            lines.append(f"  {title:<10} {passing}/{len(items)} {word}")
+            lines += [f"    FAIL {check['name']}: {check['detail']}" for check in items if not check["ok"]]
+    lines.append(f"run folder  {report['run_dir']} (server logs: *.log)")
+    return "\n".join(lines)
+
+
+def format_all(reports: list[dict]) -> str:
+    """``lab status --all``: a line per lab."""
+    if not reports:
+        return "no lab on this machine"
+    lines = [f"{'LAB':<11} {'STATE':<9} {'UPLINKS':<18} {'HOPS':>4}  HOST"]
+    for report in reports:
+        uplinks = ",".join(f"{uplink['rate_mbit']:g}" + ("*" if uplink["middlebox"] != "none" else "")
+                           for uplink in report.get("uplinks", []))
+        lines.append(f"{report['name']:<11} {report['state']:<9} {uplinks or '-':<18} "
+                     f"{report.get('hops', '-'):>4}  {report.get('host_netns') or '-'}")
     return "\n".join(lines)
 
 
@@ -190,3 +251,57 @@ def node_netns(plan: dict, node: str) -> str:
             return netns
     names = ", ".join(netns.removeprefix(f"{plan['name']}-") for netns in nodes)
     raise MpsocksError(f"lab {plan['name']} has no node {node!r} (its nodes: {names})")
+
+
+#: The keys of a topology file (``lab up -t FILE``).
+TOPOLOGY_KEYS = ("name", "uplinks", "hops", "root_uplinks")
+SHAPE_KEYS = ("rate_mbit", "middlebox", "optimizer_rate_mbit", "delay_ms")
+
+
+def topology_settings(path: Path, name: str | None = None) -> dict:
+    """The lab's settings from topology file PATH (YAML: name, uplinks, hops, root_uplinks); NAME, when
+    given, overrides the file's. Raises MpsocksError naming the file and the bad key."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise MpsocksError(f"{path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise MpsocksError(f"{path}: not YAML" + (f" (line {mark.line + 1})" if mark else "")) from None
+    if not isinstance(data, dict):
+        raise MpsocksError(f"{path}: a topology is a mapping of {', '.join(TOPOLOGY_KEYS)}")
+    unknown = sorted(set(data) - set(TOPOLOGY_KEYS))
+    if unknown:
+        raise MpsocksError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(TOPOLOGY_KEYS)})")
+    root_uplinks = data.get("root_uplinks", False)
+    if not isinstance(root_uplinks, bool):
+        raise MpsocksError(f"{path}: root_uplinks: {root_uplinks!r} is not true or false")
+    settings = {"name": name or data.get("name", DEFAULTS["name"]), "uplinks": data.get("uplinks", [{}, {}]),
+                "hops": data.get("hops", DEFAULTS["hops"]), "host_netns": not root_uplinks}
+    try:
+        lab_plan(settings)
+    except MpsocksError as exc:
+        raise MpsocksError(f"{path}: {exc}") from None
+    return settings
+
+
+def shape_differences(recorded: dict, wanted: dict) -> list[str]:
+    """How lab settings WANTED differ from the RECORDED ones of a running lab (its plan's ``settings``),
+    as phrases ``what it is, not what is asked``; empty when they give the same lab."""
+    new = lab_plan(wanted)["settings"]
+    found = []
+    if recorded["hops"] != new["hops"]:
+        found.append(f"hops {recorded['hops']}, not {new['hops']}")
+    if recorded["host_netns"] != new["host_netns"]:
+        found.append("uplinks in " + ("a lab host namespace, not the root namespace" if recorded["host_netns"]
+                                      else "the root namespace, not a lab host namespace"))
+    if len(recorded["uplinks"]) != len(new["uplinks"]):
+        found.append(f"{len(recorded['uplinks'])} uplinks, not {len(new['uplinks'])}")
+    for index, (old, asked) in enumerate(zip(recorded["uplinks"], new["uplinks"], strict=False)):
+        found += [f"uplink {index} {key} {_shown(old.get(key))}, not {_shown(asked.get(key))}"
+                  for key in SHAPE_KEYS if old.get(key) != asked.get(key)]
+    return found
+
+
+def _shown(value) -> str:
+    return "unset" if value is None else str(value)

@@ -14,15 +14,21 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-KEEP_RUNS = 20
+from mpsocks.progress import event_calls
+
+KEEP_RUNS = 20  # run folders kept unless $MPSOCKS_KEEP_RUNS says otherwise
+KEEP_RUNS_VARIABLE = "MPSOCKS_KEEP_RUNS"
 CANCEL_GRACE = 5.0  # seconds ansible-playbook gets to stop its workers before it is killed
 NO_COLOUR = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
-_RUN_NAME = re.compile(r"\d{8}T\d{6}Z-.+")
+RUN_NAME = re.compile(r"\d{8}T\d{6}Z-.+")
+RUN_TIME_FORMAT = "%Y%m%dT%H%M%SZ"  # the UTC start time a run folder's name begins with
+#: What run_playbook records of a run in its folder, beside ansible-runner's files.
+RECORD = "mpsocks-run.json"
 _PACKAGE = Path(__file__).resolve().parent
 _CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -36,6 +42,7 @@ EXIT_UNREACHABLE = 4  # a host could not be reached
 EXIT_USAGE = 5  # bad command-line input; nothing was run
 EXIT_BUSY = 6  # another run holds the target and --no-wait was given
 EXIT_CANCELLED = 99  # Ctrl-C
+EXIT_TIMEOUT = 124  # ran longer than --timeout (as GNU timeout says it)
 
 
 @dataclass(frozen=True)
@@ -51,16 +58,33 @@ class Play:
     # lock: before the playbook starts, and after it succeeded.
     before_run: Callable[[], None] | None = None
     after_success: Callable[[], None] | None = None
+    # Files copied into the run folder's KEPT before the playbook starts: the logs of what it removes.
+    keep: tuple[Path, ...] = ()
+
+
+def keep_runs() -> int:
+    """How many run folders to keep: $MPSOCKS_KEEP_RUNS, else KEEP_RUNS; ValueError unless a whole number
+    of at least 1."""
+    text = os.environ.get(KEEP_RUNS_VARIABLE, "").strip()
+    if not text:
+        return KEEP_RUNS
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{KEEP_RUNS_VARIABLE}={text!r} is not a number of runs to keep "
+                         "(a whole number, at least 1)")
+    return int(text)
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How to run it: ansible-playbook's --check, --diff and -v, and the base folder of the runs."""
+    """How to run it: ansible-playbook's --check, --diff and -v, the base folder of the runs, a time
+    limit, and how many runs to keep (read from $MPSOCKS_KEEP_RUNS when the options are made)."""
 
     check: bool = False
     diff: bool = False
     verbosity: int = 0
     artifacts_dir: Path | None = None  # None: default_artifacts_dir()
+    timeout: float | None = None  # seconds the play may run before it is cancelled
+    keep_runs: int = field(default_factory=keep_runs)
 
 
 @dataclass(frozen=True)
@@ -73,9 +97,12 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """0 only for a successful play; EXIT_CANCELLED when cancelled; else ansible-playbook's rc."""
+        """0 only for a successful play; EXIT_CANCELLED when cancelled, EXIT_TIMEOUT when it ran too long;
+        else ansible-playbook's rc."""
         if self.status == "canceled":
             return EXIT_CANCELLED
+        if self.status == "timeout":
+            return EXIT_TIMEOUT
         if self.status == "successful" and self.rc == 0:
             return EXIT_OK
         return self.rc or EXIT_ERROR
@@ -96,16 +123,25 @@ def default_artifacts_dir() -> Path:
     return base / "mpsocks" / "runs"
 
 
-def new_run_dir(base: Path, name: str) -> Path:
-    """A new ``<UTC timestamp>-<name>`` folder in BASE, linked as ``latest``; runs beyond KEEP_RUNS go."""
+def run_label(name: str, target: str) -> str:
+    """A run folder's name after its timestamp: the verb NAME, then the TARGET without the verb's first
+    word (``lab-up``, ``lab-mpslab`` -> ``lab-up-mpslab``; ``up``, ``stack`` -> ``up-stack``), or NAME
+    alone when it ends with that already (``build-kernel``)."""
+    rest = target.removeprefix(f"{name.split('-')[0]}-")
+    return name if name == rest or name.endswith(f"-{rest}") else f"{name}-{rest}"
+
+
+def new_run_dir(base: Path, name: str, keep: int = KEEP_RUNS) -> Path:
+    """A new ``<UTC timestamp>-<name>`` folder in BASE, linked as ``latest``; all but the KEEP newest
+    runs go."""
     base.mkdir(parents=True, exist_ok=True)
-    stem = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{name}"
+    stem = f"{datetime.now(UTC):{RUN_TIME_FORMAT}}-{name}"
     for n in itertools.count():
         run_dir = base / (f"{stem}-{n}" if n else stem)
         with contextlib.suppress(FileExistsError):
             run_dir.mkdir(mode=0o700)
             break
-    _prune(base, KEEP_RUNS)
+    _prune(base, keep)
     link = base / f".latest-{os.getpid()}"
     link.unlink(missing_ok=True)
     link.symlink_to(run_dir.name)
@@ -115,9 +151,22 @@ def new_run_dir(base: Path, name: str) -> Path:
 
 def _prune(base: Path, keep: int) -> None:
     """Delete all but the KEEP newest run folders in BASE."""
-    runs = sorted(p for p in base.iterdir() if _RUN_NAME.fullmatch(p.name) and not p.is_symlink())
+    runs = sorted(p for p in base.iterdir() if RUN_NAME.fullmatch(p.name) and not p.is_symlink())
     for old in runs[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+#: The folder of a run that holds the files its play kept (Play.keep).
+KEPT = "kept"
+
+
+def keep_files(run_dir: Path, paths: tuple[Path, ...]) -> None:
+    """Copy PATHS that exist into RUN_DIR/KEPT."""
+    found = [path for path in paths if path.is_file()]
+    if found:
+        (run_dir / KEPT).mkdir()
+        for path in found:
+            shutil.copy2(path, run_dir / KEPT / path.name)
 
 
 def run_playbook(
@@ -128,42 +177,90 @@ def run_playbook(
     display: Callable[[dict], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> RunResult:
-    """Run PLAY in a new run folder named after NAME.
+    """Run PLAY in a new run folder named after NAME and the play's target (run_label).
 
     DISPLAY gets every ansible-runner event as it comes (none after a cancel); setting CANCEL
-    stops ansible-playbook and its workers.
+    stops ansible-playbook and its workers. A play running longer than the options' timeout is
+    cancelled the same way (CANCEL is set), says so on stderr and ends with status ``timeout``.
+    The run's RECORD says what ran, from where, how it ended and how many events DISPLAY got.
     """
     import ansible_runner  # here, so that the caller's Ctrl-C handling already covers the import
 
     options = options or RunOptions()
     cancel = cancel if cancel is not None else threading.Event()
-    run_dir = new_run_dir((options.artifacts_dir or default_artifacts_dir()).absolute(), name)
+    base = (options.artifacts_dir or default_artifacts_dir()).absolute()
+    run_dir = new_run_dir(base, run_label(name, play.target), options.keep_runs)
+    record = {"name": name, "target": play.target, "argv": sys.argv, "pid": os.getpid(),
+              "timeout": options.timeout, "started": datetime.now(UTC).isoformat()}
+    _write_record(run_dir, record)
+    keep_files(run_dir, play.keep)
     stopper = _Stopper(cancel)
+    shown = {"events_shown": 0, "module_calls": 0}  # what DISPLAY got (its summary counts the same calls)
 
     def on_event(event: dict) -> bool:
         stopper.watch(event)
-        if display is not None and not cancel.is_set():
-            display(event)
+        if not cancel.is_set():
+            shown["events_shown"] += 1
+            shown["module_calls"] += event_calls(event)
+            if display is not None:
+                display(event)
         return True  # ansible-runner keeps only the events its handler returns True for
 
-    runner = ansible_runner.run(
-        private_data_dir=str(run_dir),
-        artifact_dir=str(run_dir.parent),
-        ident=run_dir.name,
-        binary=_ansible_playbook(),
-        cmdline=shlex.join(_playbook_args(play, options)),
-        inventory=play.inventory if isinstance(play.inventory, dict) else str(play.inventory),
-        extravars=play.extravars,
-        verbosity=options.verbosity,
-        envvars=NO_COLOUR,
-        settings={"pexpect_timeout": 0.2},  # how often ansible-runner asks the cancel callback
-        quiet=True,
-        event_handler=on_event,
-        cancel_callback=stopper,
-    )
+    with _time_limit(options.timeout, cancel) as timed_out:
+        runner = ansible_runner.run(
+            private_data_dir=str(run_dir),
+            artifact_dir=str(run_dir.parent),
+            ident=run_dir.name,
+            binary=_ansible_playbook(),
+            cmdline=shlex.join(_playbook_args(play, options)),
+            inventory=play.inventory if isinstance(play.inventory, dict) else str(play.inventory),
+            extravars=play.extravars,
+            verbosity=options.verbosity,
+            envvars=NO_COLOUR,
+            settings={"pexpect_timeout": 0.2},  # how often ansible-runner asks the cancel callback
+            quiet=True,
+            event_handler=on_event,
+            cancel_callback=stopper,
+        )
     if cancel.is_set():
         stopper.finish()
-    return RunResult("canceled" if cancel.is_set() else runner.status, runner.rc, run_dir)
+    status = "timeout" if timed_out.is_set() else "canceled" if cancel.is_set() else runner.status
+    result = RunResult(status, runner.rc, run_dir)
+    _write_record(run_dir, record | shown | {
+        "finished": datetime.now(UTC).isoformat(), "status": status, "rc": runner.rc,
+        "exit_code": result.exit_code})
+    if timed_out.is_set():
+        print(f"mpsocks-run: error: timed out after {options.timeout:g} s", file=sys.stderr, flush=True)
+    return result
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None, cancel: threading.Event) -> Iterator[threading.Event]:
+    """While inside, set CANCEL once SECONDS (None: no limit) have passed, unless it is set already;
+    the yielded event tells whether that happened."""
+    timed_out = threading.Event()
+
+    def time_out() -> None:
+        if not cancel.is_set():
+            timed_out.set()
+            cancel.set()
+
+    timer = threading.Timer(seconds, time_out) if seconds else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        yield timed_out
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
+def _write_record(run_dir: Path, record: dict) -> None:
+    """Write RECORD as the run folder's RECORD file, whole or not at all."""
+    partial = run_dir / f".{RECORD}.tmp"
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(partial, run_dir / RECORD)
 
 
 def run_module(inventory: dict, host: str, module: str, args: dict) -> dict:

@@ -145,6 +145,17 @@ def module_calls(event: dict) -> int:
     return 1
 
 
+def event_calls(event: dict) -> int:
+    """How many module calls EVENT stands for: a task result's (module_calls), one for an attempt of an
+    ``until`` task that will be tried again (the last one comes as the result)."""
+    kind = event.get("event")
+    if kind in RESULT_EVENTS:
+        return module_calls(event)
+    if kind == RETRY_EVENT and event["event_data"].get("task_action") not in CONTROLLER_ACTIONS:
+        return 1
+    return 0
+
+
 class Progress:
     """An event display for run_playbook: task lines and the recap, or (VERBOSE) Ansible's own output.
 
@@ -152,20 +163,26 @@ class Progress:
     messages of debug tasks always show; a task that runs longer than LONG_TASK seconds gets a
     line saying so; the last line says how many module calls the run made and how long it took.
     An error outside a task result always shows (its first line).
+
+    A REPLAY of saved events prints the same lines: a task's long-task line comes when the next
+    event was created more than LONG_TASK seconds after the task started (or, for the last task,
+    when `end` says the display ended that late).
     """
 
     def __init__(self, out: TextIO | None = None, verbose: bool = False, diff: bool = False,
-                 long_task: float = LONG_TASK):
+                 long_task: float = LONG_TASK, replay: bool = False):
         self.out = out or sys.stdout
         self.verbose = verbose
         self.diff = diff
         self.long_task = long_task
+        self.replay = replay
         self.play_start: datetime | None = None
         self.first: datetime | None = None
         self.last: datetime | None = None
         self.calls = 0
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
+        self._long_task_line: tuple[datetime, str] | None = None  # replay: when the task started, its line
 
     def __call__(self, event: dict) -> None:
         kind = event.get("event")
@@ -175,12 +192,9 @@ class Progress:
             self.last = created
         if kind == "playbook_on_play_start":
             self.play_start = created
-        if kind in RESULT_EVENTS:
-            self.calls += module_calls(event)
-        elif kind == RETRY_EVENT and event["event_data"].get("task_action") not in CONTROLLER_ACTIONS:
-            self.calls += 1  # each attempt is a module call; the last one comes as the result
+        self.calls += event_calls(event)
         if kind in ("playbook_on_task_start", "playbook_on_stats") or kind in RESULT_EVENTS:
-            self._watch(event if kind == "playbook_on_task_start" else None)
+            self._watch(event)
         self._print(self.lines(event))
 
     def _print(self, lines: list[str]) -> None:
@@ -188,17 +202,31 @@ class Progress:
             with self._lock:
                 print(*lines, sep="\n", file=self.out, flush=True)
 
-    def _watch(self, task_start: dict | None) -> None:
-        """Forget the last task's timer; for a task that starts, say so if it runs long."""
+    def _watch(self, event: dict) -> None:
+        """Forget the last task's long-task line (a replay prints it if EVENT came late enough); for a task
+        that starts, say so if it runs long."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if task_start is not None and not self.verbose:
-            title = task_title(task_start["event_data"])
+        if self._long_task_line is not None:
+            self.end(_created(event))
+        if event["event"] == "playbook_on_task_start" and not self.verbose:
+            title = task_title(event["event_data"])
             line = f"{'':8} {'running':<11} {title} (more than {self.long_task:g} s)"
-            self._timer = threading.Timer(self.long_task, self._print, [[line]])
-            self._timer.daemon = True
-            self._timer.start()
+            if self.replay:
+                self._long_task_line = (_created(event), line)
+            else:
+                self._timer = threading.Timer(self.long_task, self._print, [[line]])
+                self._timer.daemon = True
+                self._timer.start()
+
+    def end(self, at: datetime) -> None:
+        """Replay: nothing came of the started task until AT; print its long-task line if that is late."""
+        if self._long_task_line is not None:
+            started, line = self._long_task_line
+            self._long_task_line = None
+            if (at - started).total_seconds() > self.long_task:
+                self._print([line])
 
     def summary(self) -> str:
         """``12 module calls in 8.3 s``: what the run cost, from the events' own times."""

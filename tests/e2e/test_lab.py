@@ -27,6 +27,7 @@ from mpsocks_testlib import (
     netns_names,
     run_module,
     runner_env,
+    sh,
     snapshot,
     start_capture,
     stop_capture,
@@ -205,6 +206,41 @@ def test_status_lists_the_lab_names(lab):
     rc, text = mpsocks_run("lab", "status", "--name", status["name"], artifacts=None)
     assert rc == 0, text
     assert "dns         198.19.0.53 (dnsmasq, in " in text and "  check.lab.test     198.19.0.10" in text
+
+
+def test_status_probes_reality_and_names_what_is_broken(artifacts):
+    """A link set down and a server killed behind mpsocks' back: status says which, with exit status 7
+    (degraded), in text and JSON; lab up repairs it."""
+    with running_lab(artifacts, "--hops", "3") as (name, status, _):
+        assert status["state"] == "up" and status["schema_version"] == 1, status
+        assert {check["kind"] for check in status["checks"]} == {"link", "hop", "process", "server"}
+        assert all(check["ok"] for check in status["checks"]), status["checks"]
+        assert {(link["netns"], link["interface"], link["up"]) for link in status["links"]} >= {
+            (f"{name}-host", "lab0", True), (f"{name}-r2", "next", True)}
+        assert not {"tables", "shapers", "mptcp_endpoints", "optimizer", "daemons"} & set(status)
+        sh("ip", "link", "set", "next", "down", netns=f"{name}-r2")
+        pid = int((RUN_ROOT / name / "plain.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        rc, text = mpsocks_run("lab", "status", "--name", name, artifacts=None)
+        assert rc == 7 and text.startswith(f"lab {name}: DEGRADED ("), text
+        assert f"FAIL {name}-r2:next - {name}-net:prev: {name}-r2:next is DOWN" in text, text
+        assert f"FAIL {name}-net: 198.18.130.2 does not answer {name}-r2" in text, text
+        assert "FAIL plain: not running (log: " in text and "FAIL check: http://198.19.0.10/" in text, text
+        rc, text = mpsocks_run("lab", "status", "--name", name, "--json", artifacts=None)
+        report = json.loads(text)
+        assert rc == 7 and report["state"] == "degraded" and report["up"] is False
+        failing = {(check["kind"], check["name"]) for check in report["checks"] if not check["ok"]}
+        assert failing == {("link", f"{name}-r2:next - {name}-net:prev"), ("hop", f"{name}-net"),
+                           ("process", "plain"), ("server", "check"), ("server", "download"),
+                           ("server", "plain"), ("server", "dns")}
+        rc, text = mpsocks_run("lab", "status", "--all", artifacts=None)
+        assert rc == 7 and re.search(rf"^{name} +degraded ", text, re.M), text
+        rc, output = mpsocks_run("lab", "up", "--name", name, "--hops", "3", artifacts=artifacts)
+        assert rc == 0 and changed_count(output, "localhost") > 0, output
+        rc, text = mpsocks_run("lab", "status", "--name", name, artifacts=None)
+        assert rc == 0 and text.startswith(f"lab {name}: up"), text
+    kept = sorted(artifacts.glob(f"*-lab-down-{name}"))[-1] / "kept"  # lab down kept the servers' logs
+    assert {"check.log", "download.log", "plain.log", "dns.log"} <= {path.name for path in kept.iterdir()}
 
 
 def test_exec_runs_in_a_node_through_mptcpize_if_asked(lab):
@@ -431,8 +467,9 @@ def fetch_here(url):
     return json.loads(json.loads(proc.stdout)["body"])
 
 
-def test_optimizer_rate_makes_plain_tcp_faster_then_reconfigure(artifacts):
-    """The seed's "faster without MPTCP": terminated flows get a rate of their own. Then no optimizer."""
+def test_optimizer_rate_makes_plain_tcp_faster_then_reconfigure(artifacts, tmp_path):
+    """The seed's "faster without MPTCP": terminated flows get a rate of their own. Then no optimizer:
+    refused as a silent reshape, done from a topology file with --reconfigure, which then changes nothing."""
     lab_args = ("--rates", "5", "--hops", "2")
     optimizer = ("--middlebox", "0=optimizer", "--optimizer-rate", "20")
     with running_lab(artifacts, *lab_args, *optimizer) as (name, status, _):
@@ -445,7 +482,15 @@ def test_optimizer_rate_makes_plain_tcp_faster_then_reconfigure(artifacts):
         assert mptcp["mptcp"] and 0.85 * 5 <= mptcp_rate <= 5
         assert 0.85 * 20 <= plain_rate <= 20
 
+        before = snapshot(status["uplinks"][0]["isp_netns"])
         rc, output = mpsocks_run("lab", "up", "--name", name, *lab_args, artifacts=artifacts)
+        refused = (f"lab {name} is up with another shape (uplink 0 middlebox optimizer, not none; "
+                   "uplink 0 optimizer_rate_mbit 20, not unset): give --reconfigure")
+        assert rc == 5 and refused in output, output
+        assert_unchanged(before, status["uplinks"][0]["isp_netns"])
+        topology = tmp_path / "plain.yml"
+        topology.write_text(f"name: {name}\nhops: 2\nuplinks: [5]\n")
+        rc, output = mpsocks_run("lab", "up", "-t", str(topology), "--reconfigure", artifacts=artifacts)
         assert rc == 0 and changed_count(output, "localhost") > 0, output
         isp = status["uplinks"][0]["isp_netns"]
         assert "mpsocks_lab" not in subprocess.run(["ip", "netns", "exec", isp, "nft", "list", "tables"],
@@ -453,8 +498,9 @@ def test_optimizer_rate_makes_plain_tcp_faster_then_reconfigure(artifacts):
         rc, status_text = mpsocks_run("lab", "status", "--name", name, artifacts=None)
         assert rc == 0 and "middlebox none" in status_text and "optimizer" not in status_text, status_text
         assert not (RUN_ROOT / name / "optimizer-isp0.pid").exists()
-        rc, output = mpsocks_run("lab", "up", "--name", name, *lab_args, artifacts=artifacts)
-        assert rc == 0 and changed_count(output, "localhost") == 0, output
+        for same in (("-t", str(topology)), ("--name", name, *lab_args)):  # the file, or the same as flags
+            rc, output = mpsocks_run("lab", "up", *same, artifacts=artifacts)
+            assert rc == 0 and changed_count(output, "localhost") == 0, output
 
 
 def test_down_touches_only_the_namespaces_the_lab_made(artifacts):

@@ -164,7 +164,7 @@ def test_lab_quick_start_as_written(readme_env):
         (lab,) = blocks("The lab: a hermetic internet on one machine")
         found = steps(lab)
         assert found[0][0].startswith("mpsocks-run lab up")
-        assert found[-1][0].startswith("mpsocks-run lab down")
+        assert found[-2][0].startswith("mpsocks-run lab down") and found[-1][0].startswith("mpsocks-run runs")
         try:
             run_steps(found, readme_env)
         finally:

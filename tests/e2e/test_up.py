@@ -82,6 +82,15 @@ def test_check_says_the_same(stack, artifacts):
     assert report["mptcp"] is True and report["subflows"] == 2, report
 
 
+def test_lab_status_checks_the_proxy_on_it(stack):
+    rc, text = mpsocks_run("lab", "status", "--name", stack["name"], "--json", artifacts=None)
+    report = json.loads(text)
+    assert rc == 0 and report["state"] == "up", text
+    assert report["stack"] == {"guest": f"{stack['name']}-guest", "backend": "netns", "proxy": PROXY}
+    (proxy,) = [check for check in report["checks"] if check["kind"] == "proxy"]
+    assert proxy == {"kind": "proxy", "name": PROXY, "ok": True, "detail": "MPTCP with 2 subflow(s)"}
+
+
 def test_second_up_changes_nothing_fast(stack, artifacts):
     rc, output = mpsocks_run("up", "--backend", "netns", "--lab", stack["name"], artifacts=artifacts)
     assert rc == 0, output

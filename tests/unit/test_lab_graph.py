@@ -12,7 +12,7 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.lab import lab_plan
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "runner"))
 
-from mpsocks import lab  # noqa: E402
+from mpsocks import cli, lab  # noqa: E402
 
 SHAPES = [
     {"name": "gdemo", "hops": 3, "uplinks": [20, {"rate_mbit": 5, "middlebox": "optimizer"}]},
@@ -66,3 +66,10 @@ def test_the_inventory_groups_every_namespace(settings):
     assert sorted(hosts) == sorted(plan["namespaces"] + ([] if plan["host_netns"] else ["localhost"]))
     assert list(groups["lab_routers"]["hosts"]) == plan["routers"]
     assert list(groups["lab_servers"]["hosts"]) == [plan["server_netns"]]
+
+
+def test_inspect_is_status_for_containerlab_hands(capsys):
+    assert cli.main(["lab", "inspect", "--name", "nolabhere"]) == 3
+    assert capsys.readouterr().out.startswith("lab nolabhere: not up (no plan in /run/mpsocks/lab/nolabhere)")
+    assert cli.main(["lab", "graph", "--name", "nolabhere"]) == 3
+    assert "lab nolabhere is not up: mpsocks-run lab up --name nolabhere first" in capsys.readouterr().err

@@ -189,6 +189,8 @@ def test_lab_inventory_names_the_default_labs_namespaces():
     inventory = yaml.safe_load((Path(__file__).parents[2] / "inventory" / "lab.yml").read_text())
     hosts = {host for group in inventory["all"]["children"].values() for host in group["hosts"]}
     plan = lab_plan({})
-    lab = {plan["host_netns"], plan["server_netns"]} | {u["isp_netns"] for u in plan["uplinks"]}
-    assert hosts == lab | {"mpslab-guest"}  # the guest of mpsocks-run up --lab
+    assert hosts == set(plan["namespaces"]) | {"mpslab-guest"}  # the guest of mpsocks-run up --lab
+    generated = plan["inventory"]["all"]["children"]  # what the lab writes into its run folder
+    assert {group: set(generated[group]["hosts"]) for group in generated} == {
+        group: set(inventory["all"]["children"][group]["hosts"]) for group in generated}
     assert inventory["all"]["vars"]["ansible_connection"] == "mpsocks.mptcp.netns"

@@ -46,7 +46,7 @@ def test_success_is_exit_code_0_with_artifacts_in_a_named_run_folder(tmp_path):
     result, events = _run(tmp_path, "ok")
     assert (result.status, result.rc, result.exit_code) == ("successful", 0, 0)
     assert result.artifacts.parent == tmp_path
-    assert result.artifacts.name.endswith("Z-test-ok")
+    assert result.artifacts.name.endswith("Z-test-ok-host")
     assert (tmp_path / "latest").resolve() == result.artifacts
     assert (result.artifacts / "status").read_text() == "successful"
     assert "\x1b" not in (result.artifacts / "stdout").read_text()

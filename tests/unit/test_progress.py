@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,24 @@ def test_a_long_task_gets_a_line_when_it_starts_taking_long():
     lines = out.getvalue().splitlines()
     assert lines[0] == "         running     guest_vm : Build the VM (more than 0.05 s)"
     assert len(lines) == 3 and "Quick" not in lines[2]
+
+
+def test_a_replay_gives_long_tasks_their_line_from_the_events_times():
+    out = io.StringIO()
+    progress = Progress(out, long_task=1, replay=True)
+    progress(_event("playbook_on_play_start", "2026-11-24T16:15:00+00:00"))
+    progress(_event("playbook_on_task_start", "2026-11-24T16:15:00+00:00", task="Slow"))
+    progress(_result("runner_on_ok", second=3, task="Slow", res={}))
+    progress(_event("playbook_on_task_start", "2026-11-24T16:15:03.600000+00:00", task="Quick"))
+    progress(_result("runner_on_ok", second=4, task="Quick", res={}))
+    progress(_event("playbook_on_task_start", "2026-11-24T16:15:05+00:00", task="Cancelled"))
+    progress.end(datetime(2026, 11, 24, 16, 15, 7, tzinfo=UTC))
+    assert out.getvalue().splitlines() == [
+        "         running     Slow (more than 1 s)",
+        "    3.5s ok          [localhost] Slow",
+        "    4.5s ok          [localhost] Quick",
+        "         running     Cancelled (more than 1 s)",
+    ]
 
 
 def test_verbose_progress_prints_ansibles_own_output():

@@ -12,7 +12,7 @@ short_description: Give every uplink its slot, and say what the host role declar
 version_added: 0.1.0
 description:
   - Validates the uplink list (at most 8, each an interface name or a dict with C(name), C(gateway) and
-    C(backup)) and gives uplink N slot N, following the seed's plan; fails with a one-line message naming
+    C(backup)) and gives uplink N slot N, following bash mpsocks' plan; fails with a one-line message naming
     the bad item. The first uplink cannot be a backup.
   - Slot N is link C(mptcpN) with host address 10.66.(6+N).1/24 (the guest takes .2), and routing
     table (and rule priority) 6606+N.

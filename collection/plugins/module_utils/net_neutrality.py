@@ -321,7 +321,7 @@ def format_markdown(report):
     lines = [
         "# Net neutrality in the lab",
         "",
-        "The seed's study reproduced in lab `%s` (%s; %d hops to the servers), made %s by" % (
+        "Bash mpsocks' study reproduced in lab `%s` (%s; %d hops to the servers), made %s by" % (
             lab["name"], uplinks, lab["hops"], report["made"]),
         "`mpsocks-run lab experiment net-neutrality`. The client is the guest `%s`; each case is"
         % report["guest"],

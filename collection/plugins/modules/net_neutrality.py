@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 ---
 module: net_neutrality
-short_description: Run the seed's net-neutrality study in a lab and write its captures and report
+short_description: Run bash mpsocks' net-neutrality study in a lab and write its captures and report
 version_added: 0.1.0
 description:
   - From the guest of a proxy stack on lab O(lab), fetches the lab's check server with MPTCP off and on
@@ -18,7 +18,7 @@ description:
     and with MPTCP, capturing every uplink of the lab host for each case (120 bytes of each packet).
   - Analyses each capture (the handshake's SYN and SYN/ACK TTLs, the answering box's hop distance,
     MP_CAPABLE), then all of them together for the middlebox verdict, and writes into O(output) one
-    C(CASE.pcapng) per case, C(report.json) and C(report.md) (the seed's table, its two findings checked,
+    C(CASE.pcapng) per case, C(report.json) and C(report.md) (bash mpsocks' table, its two findings checked,
     the verdict with its evidence).
   - The guest's default TTL is put back as it was, also when a case fails.
   - A folder that already holds a report is left alone unless O(force) is set, so that a second run of a

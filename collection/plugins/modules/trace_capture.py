@@ -44,7 +44,7 @@ options:
     required: true
   snaplen:
     description:
-      - Bytes kept of each packet (the seed captured with 120; at least 96, so that TCP options are kept).
+      - Bytes kept of each packet (bash mpsocks captured with 120; at least 96, so that TCP options are kept).
     type: int
     default: 262144
   output:
