@@ -819,6 +819,7 @@ def run(name: str, play: Play, options: RunOptions, cancel: threading.Event, no_
             play.before_run()
         display = Progress(verbose=options.verbosity > 0, diff=options.diff)
         result = run_playbook(name, play, options, display=display, cancel=cancel)
+        display.stop()
         if result.exit_code == EXIT_OK and play.after_success is not None and not options.check:
             play.after_success()
     finally:

@@ -220,6 +220,12 @@ class Progress:
                 self._timer.daemon = True
                 self._timer.start()
 
+    def stop(self) -> None:
+        """No more events come (the run ended or was cancelled): a pending long-task line is dropped."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def end(self, at: datetime) -> None:
         """Replay: nothing came of the started task until AT; print its long-task line if that is late."""
         if self._long_task_line is not None:

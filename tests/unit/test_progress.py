@@ -192,6 +192,15 @@ def test_a_long_task_gets_a_line_when_it_starts_taking_long():
     assert len(lines) == 3 and "Quick" not in lines[2]
 
 
+def test_a_stopped_display_prints_no_late_long_task_line():
+    out = io.StringIO()
+    progress = Progress(out, long_task=0.05)
+    progress(_event("playbook_on_task_start", task="Cancelled half way"))
+    progress.stop()  # the run ended: cancelled, or its last event came
+    time.sleep(0.2)
+    assert out.getvalue() == ""
+
+
 def test_a_replay_gives_long_tasks_their_line_from_the_events_times():
     out = io.StringIO()
     progress = Progress(out, long_task=1, replay=True)
