@@ -490,6 +490,9 @@ def test_optimizer_rate_makes_plain_tcp_faster_then_reconfigure(artifacts, tmp_p
         assert_unchanged(before, status["uplinks"][0]["isp_netns"])
         topology = tmp_path / "plain.yml"
         topology.write_text(f"name: {name}\nhops: 2\nuplinks: [5]\n")
+        rc, output = mpsocks_run("lab", "up", "-t", str(topology), artifacts=artifacts)
+        assert rc == 5 and refused in output, output  # a file is no licence to reshape either
+        assert_unchanged(before, status["uplinks"][0]["isp_netns"])
         rc, output = mpsocks_run("lab", "up", "-t", str(topology), "--reconfigure", artifacts=artifacts)
         assert rc == 0 and changed_count(output, "localhost") > 0, output
         isp = status["uplinks"][0]["isp_netns"]

@@ -146,6 +146,7 @@ def test_vm_guest_main_command_and_the_stack_as_written(readme_env):
         try:
             run_steps(vm_steps[:-1], readme_env, timeout=1800)  # a first kernel build takes minutes
             run_steps([(main_command[0], shown)], readme_env, timeout=1800)
+            assert_completion_and_manual_installed(readme_env)
             run_steps(stack_steps, readme_env)
         finally:
             subprocess.run(["bash", "-c", "mpsocks-run down"], env=readme_env, capture_output=True, cwd=REPO)
@@ -154,6 +155,22 @@ def test_vm_guest_main_command_and_the_stack_as_written(readme_env):
         capture.unlink()
         assert_unchanged(before)
         assert not Path("/run/netns/mpslab-host").exists()
+
+
+def assert_completion_and_manual_installed(env):
+    """What install.sh (in the main command) installed: bash completes mpsocks-run from the system's
+    completion folder, and man finds and renders its page."""
+    script = ('source /usr/share/bash-completion/completions/mpsocks-run; COMP_WORDS=(mpsocks-run la); '
+              'COMP_CWORD=1; COMP_LINE="mpsocks-run la"; COMP_POINT=${#COMP_LINE}; _mpsocks_run; '
+              'echo "${COMPREPLY[*]}"')
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env)
+    assert proc.stdout.split() == ["lab"], proc
+    for path in ("/usr/local/share/zsh/site-functions/_mpsocks-run",
+                 "/usr/share/fish/vendor_completions.d/mpsocks-run.fish"):
+        assert Path(path).read_text().strip(), path
+    page = subprocess.run(["man", "mpsocks-run"], capture_output=True, text=True,
+                          env=dict(env, MANWIDTH="80"))
+    assert page.returncode == 0 and "MPSOCKS-RUN(1)" in page.stdout and "lab experiment" in page.stdout, page
 
 
 def test_lab_quick_start_as_written(readme_env):
