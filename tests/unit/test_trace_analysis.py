@@ -330,9 +330,10 @@ def _text(endpoint):
     return f"{endpoint['address']}:{endpoint['port']}"
 
 
-def assert_matches_tshark(path, report):
-    """Every handshake field, byte count and MPTCP grouping of REPORT (of PATH alone) is tshark's."""
-    streams = tshark_streams(path)
+def assert_matches_tshark(path, report, display_filter="tcp"):
+    """Every handshake field, byte count and MPTCP grouping of REPORT (of PATH alone) is tshark's, for the
+    packets DISPLAY_FILTER keeps."""
+    streams = tshark_streams(path, display_filter)
     by_ends = {}
     for number, stream in streams.items():
         ends = (stream["syn"]["src"], stream["syn"]["dst"]) if stream["syn"] else None
@@ -724,6 +725,14 @@ def test_seed_unanswered_mptcp_alone_is_unknown():
     middlebox = analyze([SEED["mptcp_ttl10"]])["middlebox"]
     assert middlebox["verdict"] == "unknown"
     assert "no answer to the 5 SYNs" in middlebox["evidence"][0]
+
+
+@pytest.mark.parametrize("name", sorted(str(path.relative_to(REPO / "traces"))
+                                         for path in (REPO / "traces").rglob("*.pcap*")))
+def test_the_projects_traces_match_tshark(name):
+    """Every capture in traces/, the study's included (not counting the SYNs ICMP errors quote)."""
+    path = REPO / "traces" / name
+    assert_matches_tshark(path, analyze([path]), "tcp and not icmp")
 
 
 def test_lab_optimizer_captures():
