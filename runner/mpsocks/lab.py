@@ -61,7 +61,6 @@ REPORTED = ("name", "run_dir", "hops", "server_ttl_at_host", "host_netns", "serv
 UPLINK_KEYS = ("index", "name", "address", "gateway", "rate_mbit", "middlebox", "optimizer_rate_mbit",
                "delay_ms", "isp_netns")
 STATUS_SCHEMA = 1
-STATES = ("up", "degraded", "not up")
 
 
 def status(name: str = DEFAULTS["name"], run_root: str = DEFAULTS["run_root"]) -> dict:

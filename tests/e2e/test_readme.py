@@ -221,3 +221,23 @@ def test_net_neutrality_study_as_written(readme_env):
             subprocess.run(["bash", "-c", "mpsocks-run down"], env=readme_env, capture_output=True, cwd=REPO)
             shutil.rmtree(folder, ignore_errors=True)
         assert_unchanged(before)
+
+
+def test_completion_and_manual_lines_as_written(readme_env):
+    """Each line of the README's completion block, as written, in the shell it names: the shell then
+    completes mpsocks-run, and the manual page renders."""
+    (block,) = [block for block in blocks("The host side alone", kind="") if block[0].startswith("source <(")]
+    commands = {line.split("#")[1].split(",")[0].split()[0]: line.split("#")[0].strip() for line in block}
+    assert sorted(commands) == ["bash", "fish", "the", "zsh"], commands
+    bash = subprocess.run(["bash", "-c", f"{commands['bash']}; complete -p mpsocks-run"],
+                          capture_output=True, text=True, env=readme_env)
+    assert bash.stdout.strip() == "complete -F _mpsocks_run mpsocks-run", bash
+    zsh = subprocess.run(["zsh", "-f", "-c", f"autoload -U compinit && compinit -u; {commands['zsh']}; "
+                          "print -r -- $_comps[mpsocks-run]"], capture_output=True, text=True, env=readme_env)
+    assert zsh.stdout.strip() == "_mpsocks-run", zsh
+    fish = subprocess.run(["fish", "-c", f"{commands['fish']}; complete -C 'mpsocks-run la'"],
+                          capture_output=True, text=True, env=readme_env)
+    assert fish.stdout.split()[:1] == ["lab"], fish
+    manual = subprocess.run(["bash", "-c", commands["the"]], capture_output=True, text=True,
+                            env=dict(readme_env, MANWIDTH="80"))
+    assert manual.returncode == 0 and "MPSOCKS-RUN(1)" in manual.stdout, manual
