@@ -222,6 +222,73 @@ def test_the_supervisor_gives_up_after_five_quick_exits(netns, tmp_path):
     assert in_namespace(netns) == []
 
 
+def test_files_are_written_first_and_a_changed_file_restarts_the_daemon(netns, tmp_path):
+    run_dir, conf, secret = tmp_path / "run", tmp_path / "etc" / "app.conf", tmp_path / "etc" / "secret"
+    argv = ["/bin/sh", "-c", f"cat {conf}; exec sleep 300"]
+
+    def files(text, secret_state="present"):
+        return [{"path": str(conf), "content": text},
+                {"path": str(secret), "content": "s3cret\n", "mode": "0600", "state": secret_state}]
+
+    args = dict(name="app", argv=argv, netns=netns, run_dir=str(run_dir), files=files("one\n"))
+    predicted = run_item("daemon", check=True, **args)
+    assert predicted["changed"] is True and not conf.parent.exists()
+    first = run_item("daemon", **args)
+    assert first["changed"] is True, first
+    assert conf.read_text() == "one\n" and oct(conf.stat().st_mode & 0o777) == "0o644"
+    assert secret.read_text() == "s3cret\n" and oct(secret.stat().st_mode & 0o777) == "0o600"
+    assert wait_for(lambda: "one" in (run_dir / "app.log").read_text())
+    assert "s3cret" not in json.dumps(first)  # the content is not logged, nor returned
+    assert run_item("daemon", **args)["changed"] is False
+
+    # A new content restarts it with the file written before the start.
+    second = run_item("daemon", **dict(args, files=files("two\n")))
+    assert second["changed"] is True and second["program_pid"] != first["program_pid"]
+    before, after = second["diff"]["before"]["files"], second["diff"]["after"]["files"]
+    assert before[str(conf)] != after[str(conf)] and before[str(secret)] == after[str(secret)]
+    assert wait_for(lambda: "two" in (run_dir / "app.log").read_text())
+
+    # A file changed by hand is not what runs: written again, and the daemon restarted.
+    conf.write_text("by hand\n")
+    third = run_item("daemon", **dict(args, files=files("two\n")))
+    assert third["changed"] is True and "(not what runs)" in third["diff"]["before"]["files"][str(conf)]
+    assert conf.read_text() == "two\n" and third["program_pid"] != second["program_pid"]
+
+    # A file of state absent goes; a removed daemon takes its files along, not its log.
+    fourth = run_item("daemon", **dict(args, files=files("two\n", "absent")))
+    assert fourth["changed"] is True and not secret.exists() and conf.exists()
+    removed = run_item("daemon", name="app", netns=netns, run_dir=str(run_dir), state="absent",
+                       files=[{"path": str(conf), "state": "absent"}])
+    assert removed["changed"] is True and not conf.exists() and in_namespace(netns) == []
+    assert sorted(path.name for path in run_dir.iterdir()) == ["app.log"]
+    # Only a leftover file is still something to remove.
+    conf.write_text("left\n")
+    assert run_item("daemon", name="app", netns=netns, run_dir=str(run_dir), state="absent",
+                    files=[{"path": str(conf)}])["changed"] is True
+    assert not conf.exists()
+
+
+def test_bad_files_and_supervisor_fail_with_one_line_and_change_nothing(netns, tmp_path):
+    run_dir, conf = str(tmp_path / "run"), str(tmp_path / "app.conf")
+    cases = {
+        "files[0].path: 'app.conf' must be an absolute path": [{"path": "app.conf", "content": ""}],
+        f"files[1].path: {conf} is listed twice": [{"path": conf, "content": ""}] * 2,
+        "files[0].content: required": [{"path": conf}],
+        "files[0].mode: '0999' is not an octal mode": [{"path": conf, "content": "", "mode": "0999"}],
+    }
+    for needle, files in cases.items():
+        result = run_item("daemon", name="app", argv=["sleep", "1"], netns=netns, run_dir=run_dir,
+                          files=files)
+        assert result.get("failed") and needle in result["msg"] and "\n" not in result["msg"], result["msg"]
+    # No systemd on these machines (the VM guest tests run the systemd units, tests/e2e/test_up_vm.py).
+    nosystemd = run_item("daemon", name="app", argv=["sleep", "1"], run_dir=run_dir, supervisor="systemd")
+    assert nosystemd.get("failed") and "supervisor: systemd does not run this machine" in nosystemd["msg"]
+    in_netns = run_item("daemon", name="app", argv=["sleep", "1"], netns=netns, run_dir=run_dir,
+                        supervisor="systemd")
+    assert in_netns.get("failed") and in_netns["msg"].startswith(f"netns: '{netns}': a systemd unit")
+    assert not os.path.exists(run_dir) and not os.path.exists(conf) and in_namespace(netns) == []
+
+
 def test_bad_input_fails_with_one_line_and_changes_nothing(netns, tmp_path):
     a_file = tmp_path / "file"
     a_file.write_text("")

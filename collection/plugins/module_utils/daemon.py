@@ -18,6 +18,13 @@ mistaken for it; and the program's process group with its start time, so that
 what a killed supervisor left behind is found and a reused number is not),
 ``NAME.pid`` (the supervisor's pid) and ``NAME.log`` (kept when the daemon is
 removed). The supervisor keeps the module's locks until its record is written.
+
+Where the machine runs systemd (a VM guest), the same daemon can be a runtime
+unit instead: ``/run/systemd/system/mpsocks-NAME.service``, which carries the
+record as a comment and appends the program's output to the same log.
+
+A daemon may own files (its configuration): they are written before it starts,
+and a change to one restarts it, as a change to its argv does.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -29,6 +36,7 @@ import contextlib
 import ctypes
 import gc
 import glob
+import hashlib
 import json
 import os
 import re
@@ -36,6 +44,7 @@ import shlex
 import shutil
 import signal
 import stat
+import subprocess
 import time
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.declarative import KernelObject
@@ -46,6 +55,9 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.netns import current
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 MAX_NAME = 200
 DEFAULT_RUN_DIR = "/run/mpsocks"
+SUPERVISORS = ("mpsocks", "systemd")
+UNIT_DIR = "/run/systemd/system"
+UNIT_RECORD = re.compile(r"^# mpsocks: (.*)$", re.M)
 #: Every line the supervisor writes to the log carries this tag after the time stamp.
 TAG = "mpsocks-daemon"
 RESTART_DELAY = 1.0
@@ -211,6 +223,36 @@ def write_atomically(path, text):
     os.replace(tmp, path)
 
 
+def write_file(path, text, mode):
+    """Replace PATH by TEXT with permission bits MODE, in one step; its folder made when missing."""
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        os.makedirs(folder, 0o755)
+    tmp = "%s.tmp%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), mode)
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def file_state(path):
+    """A file as the record keeps it: 'SHA1 MODE' of its content and permission bits, or None."""
+    try:
+        with open(path, "rb") as handle:
+            digest = hashlib.sha1(handle.read()).hexdigest()
+            mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+    except FileNotFoundError:
+        return None
+    return "%s %04o" % (digest, mode)
+
+
+def systemd_quote(arg):
+    """ARG as one word of a systemd command line: quoted, with specifiers and variables escaped."""
+    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return '"%s"' % escaped.replace("%", "%%").replace("$", "$$")
+
+
 def _is_lock(fd):
     """Whether descriptor FD is one of the module's lock files."""
     try:
@@ -239,7 +281,7 @@ class Supervisor:
         self.state_file = daemon.state_file
         self.pid_file = daemon.pid_file
         self.record = {"name": daemon.name, "argv": daemon.argv, "netns": daemon.netns,
-                       "run_dir": daemon.run_dir, "log": daemon.log_file}
+                       "run_dir": daemon.run_dir, "log": daemon.log_file, "files": daemon.files_wanted}
         self.program = None
         self.program_started = None
         self.exits = []
@@ -500,6 +542,18 @@ class Daemon(KernelObject):
         self.netns = self.params.get("netns") or None
         if self.wanted_state not in ("started", "absent"):
             raise MpsocksError("state: %r must be started or absent" % self.wanted_state)
+        self.supervisor = self.params.get("supervisor") or "mpsocks"
+        if self.supervisor not in SUPERVISORS:
+            raise MpsocksError("supervisor: %r must be one of %s" % (self.supervisor, ", ".join(SUPERVISORS)))
+        self.unit = "mpsocks-%s.service" % name
+        self.unit_file = os.path.join(UNIT_DIR, self.unit)
+        if self.supervisor == "systemd":
+            if self.netns:
+                raise MpsocksError("netns: %r: a systemd unit runs in systemd's namespace, give no netns"
+                                   % self.netns)
+            if not os.path.isdir(UNIT_DIR) or shutil.which("systemctl") is None:
+                raise MpsocksError("supervisor: systemd does not run this machine (no %s)" % UNIT_DIR)
+        self._validate_files()
         self.argv = None
         self.ready_port = self.params.get("ready_port")
         self.ready_timeout = self.params.get("ready_timeout")
@@ -530,11 +584,49 @@ class Daemon(KernelObject):
             raise MpsocksError("ready_timeout: %r must be more than 0 seconds"
                                % (self.params.get("ready_timeout"),))
 
+    def _validate_files(self):
+        """self.files: (path, content or None, mode) for every item of files; files_wanted their states."""
+        self.files = []
+        for index, item in enumerate(self.params.get("files") or []):
+            where = "files[%d]" % index
+            path = item.get("path")
+            if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path:
+                raise MpsocksError("%s.path: %r must be an absolute path" % (where, path))
+            path = os.path.normpath(path)
+            if path in [entry[0] for entry in self.files]:
+                raise MpsocksError("%s.path: %s is listed twice" % (where, path))
+            present = (item.get("state") or "present") == "present" and self.wanted_state == "started"
+            content = item.get("content")
+            if present and not isinstance(content, str):
+                raise MpsocksError("%s.content: required for %s (state present)" % (where, path))
+            mode = str(item.get("mode") or "0644")
+            if not re.fullmatch(r"0?[0-7]{3}", mode):
+                raise MpsocksError("%s.mode: %r is not an octal mode such as 0644" % (where, mode))
+            self.files.append((path, content if present else None, int(mode, 8)))
+        self.files_wanted = {
+            path: None if content is None else "%s %04o" % (hashlib.sha1(content.encode()).hexdigest(), mode)
+            for path, content, mode in self.files}
+
     def lock_keys(self):
         """The namespace's lock and the daemon's own, so two runs never start or stop it at once."""
         return super().lock_keys() + ["daemon:" + os.path.realpath(self.marker)]
 
     def read(self):
+        """The daemon as its record says, with its files: as it started them, or as they are now when
+        they changed since (a change it has not seen). None when neither record nor file is there."""
+        current = self._read_unit() if self.supervisor == "systemd" else self._read_record()
+        on_disk = {path: file_state(path) for path in self.files_wanted}
+        if current is None:
+            if self.wanted_state == "absent" and any(on_disk.values()):
+                return {"name": self.name, "files": on_disk}
+            return None
+        recorded = current.pop("recorded_files")
+        current["files"] = recorded if on_disk == recorded else {
+            path: found if found == recorded.get(path) else "%s (not what runs)" % found
+            for path, found in on_disk.items()}
+        return current
+
+    def _read_record(self):
         self.record = self._load()
         if self.record is None:
             return None
@@ -546,19 +638,47 @@ class Daemon(KernelObject):
             "run_dir": self.run_dir,
             "log": self.log_file,
             "running": running,
+            "recorded_files": self.record.get("files") or {},
+        }
+
+    def _read_unit(self):
+        try:
+            with open(self.unit_file) as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            return None
+        found = UNIT_RECORD.search(text)
+        try:
+            record = json.loads(found.group(1)) if found else {}
+        except ValueError:
+            record = {}
+        if text != self._unit_text(record.get("argv") or [], record.get("files") or {}):
+            record = {}  # changed by hand, or by another version: written anew
+        return {
+            "name": self.name,
+            "argv": record.get("argv"),
+            "netns": None,
+            "run_dir": self.run_dir,
+            "log": self.log_file,
+            "running": self._systemctl("is-active", self.unit) == "active",
+            "recorded_files": record.get("files") or {},
         }
 
     def wanted(self, current):
         return {"name": self.name, "argv": self.argv, "netns": self.netns, "run_dir": self.run_dir,
-                "log": self.log_file, "running": True}
+                "log": self.log_file, "running": True, "files": self.files_wanted}
 
     def apply(self, current, wanted):
+        if self.supervisor == "systemd":
+            self._apply_unit(current, wanted)
+            return
         record = self.record or {}
         if current is not None:
             self._stop(record)
         self._kill_leftovers(record)
         if current is not None:
             self._remove_files()
+        self._write_files(wanted is not None)
         if wanted is not None:
             self._start()
 
@@ -595,7 +715,11 @@ class Daemon(KernelObject):
         """The object's result, with the supervisor's and the program's pids and the log's path."""
         result = super().converge(check_mode)
         started = self.state == "present" and not (check_mode and result["changed"])
-        pid, program = self._running_pids() if started else (None, None)
+        if self.supervisor == "systemd":
+            main = self._systemctl("show", "--property=MainPID", "--value", self.unit) if started else "0"
+            pid, program = None, int(main) if main.isdigit() and int(main) else None
+        else:
+            pid, program = self._running_pids() if started else (None, None)
         result.update(pid=pid, program_pid=program, log=self.log_file)
         return result
 
@@ -642,6 +766,99 @@ class Daemon(KernelObject):
                 or found.ppid != record["pid"]:
             return record["pid"], None
         return record["pid"], program["pid"]
+
+    def _write_files(self, started):
+        """Write the daemon's files (remove those of state absent; all of them when it is removed)."""
+        for path, content, mode in self.files:
+            try:
+                if started and content is not None:
+                    write_file(path, content, mode)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+            except OSError as exc:
+                raise MpsocksError("files: cannot write %s: %s" % (path, exc.strerror)) from None
+
+    # systemd
+
+    def _systemctl(self, *args):
+        """systemctl's output, stripped; fails with its message, but for a query or a stop that finds
+        no unit."""
+        found = subprocess.run(["systemctl"] + list(args), capture_output=True, text=True, check=False)
+        if found.returncode and args[0] not in ("is-active", "stop", "reset-failed"):
+            raise MpsocksError("%s: systemctl %s: %s" % (self.label(), " ".join(args),
+                                                         _one_line(found.stderr or found.stdout)))
+        return found.stdout.strip()
+
+    def _unit_text(self, argv, files):
+        record = json.dumps({"argv": argv, "files": files}, sort_keys=True)
+        return "\n".join([
+            "# Written by mpsocks (module mpsocks.mptcp.daemon), in /run: it lives as long as what it runs.",
+            "# mpsocks: " + record,
+            "[Unit]",
+            "Description=mpsocks daemon %s" % self.name,
+            "",
+            "[Service]",
+            "ExecStart=" + " ".join(systemd_quote(arg) for arg in argv),
+            "Environment=%s" % systemd_quote("%s=%s" % (MARKER, self.marker)),
+            "Restart=always",
+            "RestartSec=1",
+            "StandardOutput=append:%s" % self.log_file,
+            "StandardError=append:%s" % self.log_file,
+            "",
+        ])
+
+    def _apply_unit(self, current, wanted):
+        """Write the files and the unit, then (re)start it and wait until it is ready; or remove it all."""
+        if wanted is None:
+            self._systemctl("stop", self.unit)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.unit_file)
+            self._systemctl("daemon-reload")
+            self._write_files(False)
+            return
+        self._write_files(True)
+        text = self._unit_text(self.argv, self.files_wanted)
+        try:
+            with open(self.unit_file) as handle:
+                unchanged = handle.read() == text
+        except FileNotFoundError:
+            unchanged = False
+        if not unchanged:
+            write_file(self.unit_file, text, 0o644)
+            self._systemctl("daemon-reload")
+        try:
+            log_fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise MpsocksError("run_dir: cannot open %s: %s" % (self.log_file, exc.strerror)) from None
+        offset = os.lseek(log_fd, 0, os.SEEK_END)
+        os.close(log_fd)
+        self._systemctl("reset-failed", self.unit)
+        self._systemctl("restart", self.unit)
+        problem = self._wait_unit_ready()
+        if problem:
+            self._systemctl("stop", self.unit)
+            os.unlink(self.unit_file)
+            self._systemctl("daemon-reload")
+            raise MpsocksError("%s: %s; last log line: %s (log %s)"
+                               % (self.label(), problem, self._last_line(offset), self.log_file))
+
+    def _wait_unit_ready(self):
+        """None once the unit is active (and listens on ready_port), else what went wrong."""
+        waiting = self.ready_timeout if self.ready_port is not None else STARTUP_GRACE
+        deadline = time.monotonic() + waiting
+        while True:
+            active = self._systemctl("is-active", self.unit)
+            if active not in ("active", "activating"):
+                return "unit %s is %s after its start" % (self.unit, active)
+            ready = self.ready_port is not None and listening_inodes(os.getpid(), self.ready_port)
+            if active == "active" and ready:
+                return None
+            if time.monotonic() >= deadline:
+                if self.ready_port is None:
+                    return None if active == "active" else "unit %s is still %s" % (self.unit, active)
+                return "nothing listens on TCP port %d after %g s" % (self.ready_port, waiting)
+            time.sleep(POLL * 4)
 
     def _remove_files(self):
         for path in (self.pid_file, self.state_file):

@@ -10,12 +10,18 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 ---
 module: daemon
-short_description: Keep programs running under small supervisors, in network namespaces
+short_description: Keep programs running, with their files, under small supervisors or systemd
 version_added: 0.1.0
 description:
   - Starts programs detached from Ansible, each under a supervisor process that restarts it when it
     exits, for machines without an init system that would do so (the lab's servers and proxies), a
     list of them in one call, each in its own namespace.
+  - With O(config[].supervisor=systemd) the program is a runtime systemd unit instead,
+    C(/run/systemd/system/mpsocks-NAME.service), restarted by systemd when it exits, its output appended
+    to the same log; the unit carries the record (argv, files) as a comment.
+  - A daemon's O(config[].files) (its configuration) are written before it starts; when one of them
+    differs from what the daemon was started with, it is written and the daemon restarted, as for a new
+    argv. So one call writes a daemon's configuration and runs it.
   - The supervisor runs the program in a process group of its own, with stdin from C(/dev/null) and
     stdout and stderr appended to C(RUN_DIR/NAME.log). When the program exits it is started again after
     1 second; after 5 exits within 30 seconds the supervisor gives up, writes a line to the log and ends.
@@ -80,8 +86,41 @@ options:
         choices: [started, absent]
       netns:
         description:
-          - Namespace the program runs in; defaults to the module's O(netns).
+          - Namespace the program runs in; defaults to the module's O(netns). Not with V(systemd).
         type: str
+      supervisor:
+        description:
+          - What keeps the program running; defaults to the module's O(supervisor).
+        type: str
+        choices: [mpsocks, systemd]
+      files:
+        description:
+          - Files the daemon owns, written (atomically, folders made) before it starts. They are removed
+            with the daemon (V(absent)), the log is not.
+        type: list
+        elements: dict
+        default: []
+        suboptions:
+          path:
+            description:
+              - Absolute path of the file.
+            type: path
+            required: true
+          content:
+            description:
+              - The file's text; required unless O(config[].files[].state=absent). Not logged.
+            type: str
+          mode:
+            description:
+              - Octal permission bits.
+            type: str
+            default: "0644"
+          state:
+            description:
+              - V(absent) removes the file (a password file when there are no users, say).
+            type: str
+            choices: [present, absent]
+            default: present
   run_dir:
     description:
       - The O(config[].run_dir) of every item that gives none, and the directory V(overridden) looks in.
@@ -95,6 +134,13 @@ options:
     type: str
     choices: [started, absent, overridden]
     default: started
+  supervisor:
+    description:
+      - The O(config[].supervisor) of every item that gives none. V(mpsocks) is the module's own
+        supervisor process; V(systemd) a runtime unit, where systemd runs the machine.
+    type: str
+    choices: [mpsocks, systemd]
+    default: mpsocks
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - mpsocks.mptcp.netns
@@ -125,6 +171,17 @@ EXAMPLES = r"""
         netns: mpslab-isp0
         argv: [python3, /opt/proxy.py, --port, "3128"]
         ready_port: 3128
+
+- name: Dante with its configuration, a systemd unit in a VM guest (restarted when the file changes)
+  mpsocks.mptcp.daemon:
+    supervisor: systemd
+    config:
+      - name: danted
+        argv: [danted, -f, /run/mpsocks/danted.conf]
+        ready_port: 1080
+        files:
+          - path: /run/mpsocks/danted.conf
+            content: "{{ lookup('ansible.builtin.template', 'danted.conf.j2') }}"
 
 - name: Exactly the web server; every other daemon recorded in /run/mpsocks/lab stops
   mpsocks.mptcp.daemon:
@@ -159,11 +216,13 @@ results:
       description: Whether this daemon was started, restarted or stopped.
       type: bool
     pid:
-      description: Pid of the supervisor; null when absent, or in check mode when it would be started.
+      description: Pid of the supervisor; null when absent, under systemd, or in check mode when it would be
+        started.
       type: int
       sample: 4242
     program_pid:
-      description: Pid of the program the supervisor runs now; null between restarts or when there is none.
+      description: Pid of the program the supervisor (or systemd) runs now; null between restarts or when
+        there is none.
       type: int
       sample: 4243
     log:
@@ -195,7 +254,7 @@ results:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.mpsocks.mptcp.plugins.module_utils.daemon import DEFAULT_RUN_DIR, Daemon
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.daemon import DEFAULT_RUN_DIR, SUPERVISORS, Daemon
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.declarative import run_module
 
 
@@ -210,10 +269,18 @@ def build_module():
                 ready_timeout=dict(type="float"),
                 state=dict(type="str", choices=["started", "absent"]),
                 netns=dict(type="str"),
+                supervisor=dict(type="str", choices=list(SUPERVISORS)),
+                files=dict(type="list", elements="dict", default=[], options=dict(
+                    path=dict(type="path", required=True),
+                    content=dict(type="str", no_log=True),
+                    mode=dict(type="str", default="0644"),
+                    state=dict(type="str", choices=["present", "absent"], default="present"),
+                )),
             )),
             run_dir=dict(type="path", default=DEFAULT_RUN_DIR),
             state=dict(type="str", choices=["started", "absent", "overridden"], default="started"),
             netns=dict(type="str"),
+            supervisor=dict(type="str", choices=list(SUPERVISORS), default="mpsocks"),
         ),
         supports_check_mode=True,
     )
