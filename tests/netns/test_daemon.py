@@ -268,6 +268,25 @@ def test_files_are_written_first_and_a_changed_file_restarts_the_daemon(netns, t
     assert not conf.exists()
 
 
+def test_a_port_another_program_holds_fails_before_anything_changes(netns, tmp_path):
+    run_dir, conf = tmp_path / "run", tmp_path / "app.conf"
+    squatter = subprocess.Popen(["ip", "netns", "exec", netns] + server(PORT), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    try:
+        holder = wait_for(lambda: listeners(PORT, netns))
+        assert holder, "the squatter does not listen"
+        result = run_item("daemon", name="web", argv=server(PORT), netns=netns, run_dir=str(run_dir),
+                          ready_port=PORT, files=[{"path": str(conf), "content": "x"}])
+        assert result.get("failed"), result
+        pid = holder.pop()
+        assert result["msg"] == (f"ready_port: TCP port {PORT} is in use by python3 (pid {pid}); stop it or "
+                                 "choose another port")
+        assert not run_dir.exists() and not conf.exists()
+    finally:
+        squatter.kill()
+        squatter.wait()
+
+
 def test_bad_files_and_supervisor_fail_with_one_line_and_change_nothing(netns, tmp_path):
     run_dir, conf = str(tmp_path / "run"), str(tmp_path / "app.conf")
     cases = {

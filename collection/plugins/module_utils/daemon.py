@@ -215,6 +215,24 @@ def socket_inodes(pid):
     return found
 
 
+def port_users(port, ours):
+    """'COMM (pid N)' of every process but OURS (pids) that LISTENs on TCP PORT in this namespace."""
+    inodes = listening_inodes(os.getpid(), port)
+    found, seen = set(), set()
+    for pid, _stat in _processes() if inodes else ():
+        held = socket_inodes(pid) & inodes
+        seen |= held
+        if held and pid not in ours:
+            try:
+                with open("/proc/%d/comm" % pid) as handle:
+                    found.add("%s (pid %d)" % (handle.read().strip(), pid))
+            except OSError:
+                continue
+    if inodes - seen:
+        found.add("a process this module cannot see")
+    return sorted(found)
+
+
 def write_atomically(path, text):
     """Replace PATH by TEXT in one step (readers see the old file or the new one, never half)."""
     tmp = "%s.tmp%d" % (path, os.getpid())
@@ -576,6 +594,10 @@ class Daemon(KernelObject):
             if not port.isdigit() or not 1 <= int(port) <= 65535:
                 raise MpsocksError("ready_port: %r is not a TCP port (1-65535)" % (self.ready_port,))
             self.ready_port = int(port)
+            users = port_users(self.ready_port, set(marked("%s=%s" % (MARKER, self.marker))))
+            if users:
+                raise MpsocksError("ready_port: TCP port %d is in use by %s; stop it or choose another port"
+                                   % (self.ready_port, ", ".join(users)))
         try:
             self.ready_timeout = float(self.ready_timeout)
         except (TypeError, ValueError):

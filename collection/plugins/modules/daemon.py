@@ -71,6 +71,8 @@ options:
       ready_port:
         description:
           - After starting, wait until the program LISTENs on this TCP port in its network namespace.
+          - Before anything changes, the module fails, naming it, when another program (one without this
+            daemon's C(MPSOCKS_DAEMON) mark) listens on the port.
           - When omitted, the start counts once the program has stayed up for 1 second.
         type: int
       ready_timeout:
