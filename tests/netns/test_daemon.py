@@ -276,7 +276,7 @@ def test_a_port_another_program_holds_fails_before_anything_changes(netns, tmp_p
         holder = wait_for(lambda: listeners(PORT, netns))
         assert holder, "the squatter does not listen"
         result = run_item("daemon", name="web", argv=server(PORT), netns=netns, run_dir=str(run_dir),
-                          ready_port=PORT, files=[{"path": str(conf), "content": "x"}])
+                          ready_port=PORT, exclusive_port=True, files=[{"path": str(conf), "content": "x"}])
         assert result.get("failed"), result
         pid = holder.pop()
         assert result["msg"] == (f"ready_port: TCP port {PORT} is in use by python3 (pid {pid}); stop it or "

@@ -594,6 +594,7 @@ class Daemon(KernelObject):
             if not port.isdigit() or not 1 <= int(port) <= 65535:
                 raise MpsocksError("ready_port: %r is not a TCP port (1-65535)" % (self.ready_port,))
             self.ready_port = int(port)
+        if self.ready_port is not None and self.params.get("exclusive_port"):
             users = port_users(self.ready_port, set(marked("%s=%s" % (MARKER, self.marker))))
             if users:
                 raise MpsocksError("ready_port: TCP port %d is in use by %s; stop it or choose another port"

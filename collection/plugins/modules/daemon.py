@@ -71,10 +71,16 @@ options:
       ready_port:
         description:
           - After starting, wait until the program LISTENs on this TCP port in its network namespace.
-          - Before anything changes, the module fails, naming it, when another program (one without this
-            daemon's C(MPSOCKS_DAEMON) mark) listens on the port.
           - When omitted, the start counts once the program has stayed up for 1 second.
         type: int
+      exclusive_port:
+        description:
+          - The daemon wants O(config[].ready_port) to itself: before anything changes, the module fails,
+            naming it, when another program (one without this daemon's C(MPSOCKS_DAEMON) mark) listens on
+            that port in the namespace, on any address.
+          - Leave it off for programs that share a port, each on an address of its own.
+        type: bool
+        default: false
       ready_timeout:
         description:
           - Seconds to wait for O(config[].ready_port) (default 10).
@@ -268,6 +274,7 @@ def build_module():
                 argv=dict(type="list", elements="str"),
                 run_dir=dict(type="path"),
                 ready_port=dict(type="int"),
+                exclusive_port=dict(type="bool", default=False),
                 ready_timeout=dict(type="float"),
                 state=dict(type="str", choices=["started", "absent"]),
                 netns=dict(type="str"),
