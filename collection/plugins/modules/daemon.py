@@ -75,7 +75,7 @@ options:
         type: int
       exclusive_port:
         description:
-          - The daemon wants O(config[].ready_port) to itself: before anything changes, the module fails,
+          - The daemon wants O(config[].ready_port) to itself. Before anything changes, the module fails,
             naming it, when another program (one without this daemon's C(MPSOCKS_DAEMON) mark) listens on
             that port in the namespace, on any address.
           - Leave it off for programs that share a port, each on an address of its own.
