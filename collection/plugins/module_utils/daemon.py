@@ -233,16 +233,9 @@ def port_users(port, ours):
     return sorted(found)
 
 
-def write_atomically(path, text):
-    """Replace PATH by TEXT in one step (readers see the old file or the new one, never half)."""
-    tmp = "%s.tmp%d" % (path, os.getpid())
-    with open(tmp, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
-def write_file(path, text, mode):
-    """Replace PATH by TEXT with permission bits MODE, in one step; its folder made when missing."""
+def write_atomically(path, text, mode=0o644):
+    """Replace PATH by TEXT (permission bits MODE) in one step, readers seeing the old file or the new one,
+    never half; its folder made when missing."""
     folder = os.path.dirname(path)
     if not os.path.isdir(folder):
         os.makedirs(folder, 0o755)
@@ -254,15 +247,18 @@ def write_file(path, text, mode):
     os.replace(tmp, path)
 
 
+def content_state(data, mode):
+    """How the record keeps a file: 'SHA1 MODE' of its bytes DATA and permission bits MODE."""
+    return "%s %04o" % (hashlib.sha1(data).hexdigest(), mode)
+
+
 def file_state(path):
-    """A file as the record keeps it: 'SHA1 MODE' of its content and permission bits, or None."""
+    """File PATH as the record keeps it (content_state), or None when there is none."""
     try:
         with open(path, "rb") as handle:
-            digest = hashlib.sha1(handle.read()).hexdigest()
-            mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+            return content_state(handle.read(), stat.S_IMODE(os.fstat(handle.fileno()).st_mode))
     except FileNotFoundError:
         return None
-    return "%s %04o" % (digest, mode)
 
 
 def systemd_quote(arg):
@@ -627,7 +623,7 @@ class Daemon(KernelObject):
                 raise MpsocksError("%s.mode: %r is not an octal mode such as 0644" % (where, mode))
             self.files.append((path, content if present else None, int(mode, 8)))
         self.files_wanted = {
-            path: None if content is None else "%s %04o" % (hashlib.sha1(content.encode()).hexdigest(), mode)
+            path: None if content is None else content_state(content.encode(), mode)
             for path, content, mode in self.files}
 
     def lock_keys(self):
@@ -795,7 +791,7 @@ class Daemon(KernelObject):
         for path, content, mode in self.files:
             try:
                 if started and content is not None:
-                    write_file(path, content, mode)
+                    write_atomically(path, content, mode)
                 else:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(path)
@@ -848,7 +844,7 @@ class Daemon(KernelObject):
         except FileNotFoundError:
             unchanged = False
         if not unchanged:
-            write_file(self.unit_file, text, 0o644)
+            write_atomically(self.unit_file, text)
             self._systemctl("daemon-reload")
         try:
             log_fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
