@@ -1,0 +1,256 @@
+# -*- coding: utf-8 -*-
+# Copyright: mpsocks developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A VM guest's seed: the guest roles' module calls, run by the guest itself at boot, before its sshd.
+
+Under TCG every module call over ssh costs the guest about two seconds, and the guest answers ssh only
+after it booted. The host knows at ``up`` which calls the guest roles will make (their arguments are data:
+the guest plan, the daemons' argv and files), so it writes them, the steps, to a small read-only disk
+together with the code that runs them (``seed_text``). The image's unit ``UNIT`` runs ``BOOTSTRAP``
+(``BOOT_SCRIPT``) at boot: it finds the disk by its serial, unpacks the code and runs every step with the
+collection's own modules (``apply_steps``), as Ansible would. The SOCKS port answers before ssh does, and
+the guest roles, run over ssh afterwards, find everything as they want it (changed=0).
+
+A step is ``{"module": NAME, "args": {...}}``, a module of this collection, or ``{"file": {"path",
+"content", "mode"}}``, a file written as ``ansible.builtin.copy`` would.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ast
+import contextlib
+import importlib
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
+
+#: The seed disk's serial, by which the guest finds it.
+SERIAL = "mpsocks-seed"
+#: Where the guest unpacks the seed's code.
+CODE_DIR = "/run/mpsocks/seed"
+COLLECTION = "ansible_collections.mpsocks.mptcp"
+MODULE_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+#: Packages whose every module goes into the seed: Ansible imports them by name (its JSON profiles).
+IMPORTED_BY_NAME = ("ansible.module_utils._internal._json._profiles",)
+#: The seed disk's size is a whole number of these (sectors).
+BLOCK = 512
+
+#: Where the image keeps BOOTSTRAP.
+BOOT_SCRIPT = "/usr/local/lib/mpsocks/seed-boot.py"
+#: What the image runs at boot: the seed disk's steps, when the domain has one.
+BOOTSTRAP = rf"""# mpsocks: the steps of the seed disk (guest_seed.py in mpsocks.mptcp), when the VM has one
+import json, os, sys
+for name in sorted(os.listdir("/sys/block")):
+    try:
+        with open("/sys/block/%s/serial" % name) as handle:
+            if handle.read().strip() != "{SERIAL}":
+                continue
+    except OSError:
+        continue
+    with open("/dev/" + name, "rb") as handle:
+        seed = json.loads(handle.read().rstrip(b" \0").decode("utf-8"))
+    for path, text in seed["code"].items():
+        path = os.path.join("{CODE_DIR}", path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as handle:
+            handle.write(text)
+    sys.path.insert(0, "{CODE_DIR}")
+    from {COLLECTION}.plugins.module_utils.guest_seed import apply_steps
+    sys.exit(apply_steps(seed["steps"]))
+"""
+
+#: The image's unit that runs BOOTSTRAP, once, before sshd (a failed step leaves the rest to Ansible).
+UNIT = """\
+[Unit]
+Description=mpsocks: the guest's network and daemons from the seed disk, before ssh
+Before=ssh.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+TimeoutStartSec=120
+ExecStart=/usr/bin/python3 %s
+
+[Install]
+WantedBy=multi-user.target
+""" % BOOT_SCRIPT
+
+
+def _collection_root():
+    """This collection's folder (ansible_collections/mpsocks/mptcp) on the controller."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _module_file(dotted):
+    """The source file of module DOTTED (ansible.* or this collection's), or None when it is neither."""
+    if dotted == COLLECTION or dotted.startswith(COLLECTION + "."):
+        base = os.path.join(_collection_root(), *dotted[len(COLLECTION) + 1:].split(".")) \
+            if dotted != COLLECTION else _collection_root()
+    elif dotted.startswith("ansible."):
+        import ansible
+
+        base = os.path.join(os.path.dirname(ansible.__file__), *dotted.split(".")[1:])
+    else:
+        return None
+    for path in (base + ".py", os.path.join(base, "__init__.py")):
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _imports(dotted, source):
+    """The modules SOURCE (module DOTTED) imports, anywhere in it: for ``from X import Y`` both X and X.Y."""
+    package = dotted if source.is_package else dotted.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source.text)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = parent + ("." + base if base else "")
+            yield base
+            for alias in node.names:
+                yield base + "." + alias.name
+
+
+class _Source:
+    def __init__(self, path):
+        self.is_package = os.path.basename(path) == "__init__.py"
+        with open(path) as handle:
+            self.text = handle.read()
+
+
+def code_files(modules):
+    """The code the guest needs to run MODULES (this collection's module names) and apply_steps: every
+    file they import from Ansible and this collection, found in their sources, as {relative path: text}.
+    Packages above them get empty ``__init__.py`` files, as in Ansible's own module zips."""
+    wanted = ["%s.plugins.modules.%s" % (COLLECTION, name) for name in modules]
+    wanted.append(COLLECTION + ".plugins.module_utils.guest_seed")
+    for package in IMPORTED_BY_NAME:
+        path = _module_file(package)
+        if path and path.endswith("__init__.py"):
+            wanted.extend("%s.%s" % (package, name[:-3]) for name in os.listdir(os.path.dirname(path))
+                          if name.endswith(".py") and name != "__init__.py")
+    files, seen = {}, set()
+    while wanted:
+        dotted = wanted.pop()
+        if dotted in seen:
+            continue
+        seen.add(dotted)
+        path = _module_file(dotted)
+        if path is None:
+            continue
+        source = _Source(path)
+        relative = dotted.replace(".", "/") + ("/__init__.py" if source.is_package else ".py")
+        files[relative] = source.text
+        wanted.extend(_imports(dotted, source))
+    for relative in list(files):
+        parts = relative.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            init = "/".join(parts[:depth]) + "/__init__.py"
+            files.setdefault(init, "")
+    files["ansible/__init__.py"] = ""  # the real one imports the controller's vendored packages
+    return files
+
+
+def check_steps(steps):
+    """STEPS as given, or an MpsocksError naming the first bad one."""
+    if not isinstance(steps, list):
+        raise MpsocksError("seed: a list of steps is needed, got %r" % (type(steps).__name__,))
+    for position, step in enumerate(steps):
+        where = "seed[%d]" % position
+        if not isinstance(step, dict):
+            raise MpsocksError("%s: a step is a dict with module and args, or with file" % where)
+        if "file" in step:
+            item = step["file"]
+            if not isinstance(item, dict) or not os.path.isabs(str(item.get("path", ""))) \
+                    or not isinstance(item.get("content"), str):
+                raise MpsocksError("%s: file needs an absolute path and a content" % where)
+            if not re.match(r"0?[0-7]{3,4}\Z", str(item.get("mode", "0644"))):
+                raise MpsocksError("%s: file mode %r is not an octal mode such as 0644"
+                                   % (where, item["mode"]))
+            continue
+        module = step.get("module")
+        if not isinstance(module, str) or not MODULE_NAME.match(module) \
+                or _module_file("%s.plugins.modules.%s" % (COLLECTION, module)) is None:
+            raise MpsocksError("%s: module %r is not a module of mpsocks.mptcp" % (where, module))
+        if not isinstance(step.get("args", {}), dict):
+            raise MpsocksError("%s: args of %s must be a dict" % (where, module))
+    return steps
+
+
+def seed_text(steps):
+    """The seed disk's content for STEPS: one JSON document (steps and code), padded with spaces to whole
+    sectors."""
+    check_steps(steps)
+    modules = sorted({step["module"] for step in steps if "module" in step})
+    text = json.dumps({"steps": steps, "code": code_files(modules)}, sort_keys=True)
+    return text + " " * (-len(text.encode("utf-8")) % BLOCK)
+
+
+def run_step(step):
+    """Run one STEP here, as Ansible would run its module: its result dict."""
+    if "file" in step:
+        from ansible_collections.mpsocks.mptcp.plugins.module_utils.daemon import write_atomically
+
+        item = step["file"]
+        mode = int(str(item.get("mode", "0644")), 8)
+        try:
+            with open(item["path"]) as handle:
+                same = handle.read() == item["content"] and (os.stat(item["path"]).st_mode & 0o7777) == mode
+        except (OSError, UnicodeDecodeError):
+            same = False
+        if not same:
+            write_atomically(item["path"], item["content"], mode)
+        return {"changed": not same}
+    from ansible.module_utils import basic
+
+    module = importlib.import_module("%s.plugins.modules.%s" % (COLLECTION, step["module"]))
+    basic._ANSIBLE_ARGS = None  # pylint: disable=protected-access
+    output = io.StringIO()
+    argv = sys.argv
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as args:  # how a module is run by hand
+        json.dump({"ANSIBLE_MODULE_ARGS": step.get("args", {})}, args)
+        args.flush()
+        sys.argv = [step["module"], args.name]
+        try:
+            with contextlib.redirect_stdout(output):
+                module.main()
+        except SystemExit:
+            pass
+        finally:
+            sys.argv = argv
+    lines = [line for line in output.getvalue().splitlines() if line.startswith("{")]
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, ValueError):
+        return {"failed": True, "msg": "no result: %s" % output.getvalue().strip()[-300:]}
+
+
+def apply_steps(steps, out=None):
+    """Run STEPS in order, a line each on OUT (stdout: the guest's journal); 1 when one failed, else 0.
+    A failed step does not stop the others: Ansible, over ssh, reports it again."""
+    out = out or sys.stdout
+    status = 0
+    for step in steps:
+        what = step["module"] if "module" in step else "file %s" % step["file"]["path"]
+        try:
+            result = run_step(step)
+        except Exception as exc:  # one line for the journal; Ansible makes the call again and says why
+            result = {"failed": True, "msg": "%s: %s" % (type(exc).__name__, exc)}
+        if result.get("failed"):
+            status = 1
+            out.write("%s: failed: %s\n" % (what, result.get("msg", "")))
+        else:
+            out.write("%s: %s\n" % (what, "changed" if result.get("changed") else "ok"))
+        out.flush()
+    return status
