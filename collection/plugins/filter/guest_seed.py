@@ -11,10 +11,10 @@ name: guest_seed
 short_description: The content of a VM guest's seed disk, the module calls it makes itself at boot
 version_added: 0.1.0
 description:
-  - Turns a list of steps, module calls of this collection (C({module, args})) or files (C({file: {path,
+  - "Turns a list of steps, module calls of this collection (C({module, args})) or files (C({file: {path,
     content, mode}})), into the text of a seed disk for role C(mpsocks.mptcp.guest_vm): the steps and the
     code that runs them (the modules, the module_utils they import, Ansible's C(module_utils) they need),
-    one JSON document padded to whole 512-byte sectors.
+    one JSON document padded to whole 512-byte sectors."
   - An image made by M(mpsocks.mptcp.guest_image) runs the steps at boot, before sshd, in order, with the
     same modules Ansible would run; a failed step is left for Ansible to report.
   - Fails with a one-line message naming the bad step.

@@ -94,9 +94,10 @@ def _module_file(dotted):
         base = os.path.join(_collection_root(), *dotted[len(COLLECTION) + 1:].split(".")) \
             if dotted != COLLECTION else _collection_root()
     elif dotted.startswith("ansible."):
-        import ansible
+        from ansible.module_utils import basic
 
-        base = os.path.join(os.path.dirname(ansible.__file__), *dotted.split(".")[1:])
+        ansible_dir = os.path.dirname(os.path.dirname(os.path.abspath(basic.__file__)))
+        base = os.path.join(ansible_dir, *dotted.split(".")[1:])
     else:
         return None
     for path in (base + ".py", os.path.join(base, "__init__.py")):
