@@ -6,6 +6,7 @@ pyroute2, which the VM image has), as a VM runs them at boot. The role, run over
 afterwards, then reports changed=0, and MPTCP has its subflow per uplink.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -31,21 +32,15 @@ SEED_PLAYBOOK = """
         mode: "0600"
 """
 
-# What the image's boot script does with the disk's text, in a Python that imports nothing from
-# site-packages: the seed's code first on the path, then pyroute2's folder alone.
+# What the image's boot script does with the disk's text (the seed's own boot code unpacks and runs it), in
+# a Python that imports nothing from site-packages but pyroute2, which the image has.
 RUN_SEED = r"""
-import json, os, sys
+import json, sys
 seed_path, code_dir, pyroute2_dir = sys.argv[1:4]
 with open(seed_path, "rb") as handle:
     seed = json.loads(handle.read().rstrip(b" \0").decode("utf-8"))
-for path, text in seed["code"].items():
-    path = os.path.join(code_dir, path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as handle:
-        handle.write(text)
-sys.path[:0] = [code_dir, pyroute2_dir]
-from ansible_collections.mpsocks.mptcp.plugins.module_utils.guest_seed import apply_steps
-sys.exit(apply_steps(seed["steps"]))
+sys.path.insert(0, pyroute2_dir)
+exec(compile(seed["boot"], "mpsocks-seed", "exec"), {"seed": seed, "code_dir": code_dir})
 """
 
 
@@ -84,6 +79,9 @@ def test_seed_steps_leave_the_role_nothing_to_do(world, uplinks, tmp_path):  # n
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines() == [f"{module}: changed" for module in (
         "interface", "sysctl", "policy_route", "route", "mptcp_limits", "mptcp_endpoint")]
+    # The controller's bytecode went with the code (this Python is the controller's): nothing compiled.
+    basic = tmp_path / "code" / "ansible" / "module_utils" / "basic.py"
+    assert Path(importlib.util.cache_from_source(str(basic))).read_bytes()[4:8] == b"\1\0\0\0"
 
     rc, output, recap = guest_play(world, tmp_path, **options)
     assert rc == 0 and recap[world["guest"]]["changed"] == 0, output

@@ -7,8 +7,10 @@ Under TCG every module call over ssh costs the guest about two seconds, and the 
 after it booted. The host knows at ``up`` which calls the guest roles will make (their arguments are data:
 the guest plan, the daemons' argv and files), so it writes them, the steps, to a small read-only disk
 together with the code that runs them (``seed_text``). The image's unit ``UNIT`` runs ``BOOTSTRAP``
-(``BOOT_SCRIPT``) at boot: it finds the disk by its serial, unpacks the code and runs every step with the
-collection's own modules (``apply_steps``), as Ansible would. The SOCKS port answers before ssh does, and
+(``BOOT_SCRIPT``) early at boot: it finds the disk by its serial and runs the seed's ``BOOT``, which
+unpacks the code (with bytecode compiled on the controller, when the guest's Python takes it: compiling
+costs seconds under TCG) and runs every step with the collection's own modules (``apply_steps``), as
+Ansible would. The SOCKS port answers before ssh does, and
 the guest roles, run over ssh afterwards, find everything as they want it (changed=0).
 
 A step is ``{"module": NAME, "args": {...}}``, a module of this collection, or ``{"file": {"path",
@@ -20,14 +22,16 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ast
+import base64
 import contextlib
 import importlib
+import importlib.util
 import io
 import json
+import marshal
 import os
 import re
 import sys
-import tempfile
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
 
@@ -44,9 +48,9 @@ BLOCK = 512
 
 #: Where the image keeps BOOTSTRAP.
 BOOT_SCRIPT = "/usr/local/lib/mpsocks/seed-boot.py"
-#: What the image runs at boot: the seed disk's steps, when the domain has one.
-BOOTSTRAP = rf"""# mpsocks: the steps of the seed disk (guest_seed.py in mpsocks.mptcp), when the VM has one
-import json, os, sys
+#: What the image runs at boot: finds the seed disk, when the VM has one, and runs the seed's own BOOT code.
+BOOTSTRAP = rf"""# mpsocks: runs the seed disk's steps (guest_seed.py in mpsocks.mptcp), when the VM has one
+import json, os
 for name in sorted(os.listdir("/sys/block")):
     try:
         with open("/sys/block/%s/serial" % name) as handle:
@@ -56,21 +60,34 @@ for name in sorted(os.listdir("/sys/block")):
         continue
     with open("/dev/" + name, "rb") as handle:
         seed = json.loads(handle.read().rstrip(b" \0").decode("utf-8"))
-    for path, text in seed["code"].items():
-        path = os.path.join("{CODE_DIR}", path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as handle:
-            handle.write(text)
-    sys.path.insert(0, "{CODE_DIR}")
-    from {COLLECTION}.plugins.module_utils.guest_seed import apply_steps
-    sys.exit(apply_steps(seed["steps"]))
+    exec(compile(seed["boot"], "mpsocks-seed", "exec"), {{"seed": seed, "code_dir": "{CODE_DIR}"}})
+"""
+#: The seed's first code (globals seed and code_dir): unpack the code, and its bytecode when this Python
+#: takes the controller's (no compiling under TCG), then run the steps.
+BOOT = r"""
+import base64, importlib.util, os, sys
+def write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(data)
+for path, text in seed["code"].items():
+    write(os.path.join(code_dir, path), text.encode("utf-8"))
+if seed["python"] == [importlib.util.MAGIC_NUMBER.hex(), sys.implementation.cache_tag]:
+    for path, data in seed["compiled"].items():
+        write(importlib.util.cache_from_source(os.path.join(code_dir, path)), base64.b64decode(data))
+sys.path.insert(0, code_dir)
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.guest_seed import apply_steps
+sys.exit(apply_steps(seed["steps"], code_dir))
 """
 
 #: The image's unit that runs BOOTSTRAP, once, before sshd (a failed step leaves the rest to Ansible).
 UNIT = """\
 [Unit]
 Description=mpsocks: the guest's network and daemons from the seed disk, before ssh
-Before=ssh.service
+DefaultDependencies=no
+After=systemd-remount-fs.service systemd-journald.socket
+Before=ssh.service shutdown.target
+Conflicts=shutdown.target
 
 [Service]
 Type=oneshot
@@ -189,17 +206,31 @@ def check_steps(steps):
     return steps
 
 
+def unchecked_pyc(source, path):
+    """SOURCE compiled as a pyc that Python loads without looking at the source again (PEP 552, an
+    unchecked hash), PATH its file name in the guest."""
+    code = compile(source, path, "exec", dont_inherit=True)
+    flags = (0b01).to_bytes(4, "little")  # hash-based, unchecked
+    return importlib.util.MAGIC_NUMBER + flags + importlib.util.source_hash(source.encode("utf-8")) \
+        + marshal.dumps(code)
+
+
 def seed_text(steps):
-    """The seed disk's content for STEPS: one JSON document (steps and code), padded with spaces to whole
-    sectors."""
+    """The seed disk's content for STEPS: one JSON document (steps, code, the code compiled by this
+    Python for a guest whose Python takes it, and BOOT), padded with spaces to whole sectors."""
     check_steps(steps)
-    modules = sorted({step["module"] for step in steps if "module" in step})
-    text = json.dumps({"steps": steps, "code": code_files(modules)}, sort_keys=True)
+    code = code_files(sorted({step["module"] for step in steps if "module" in step}))
+    compiled = {path: base64.b64encode(unchecked_pyc(text, os.path.join(CODE_DIR, path))).decode("ascii")
+                for path, text in code.items() if text}
+    text = json.dumps({"steps": steps, "code": code, "compiled": compiled, "boot": BOOT,
+                       "python": [importlib.util.MAGIC_NUMBER.hex(), sys.implementation.cache_tag]},
+                      sort_keys=True)
     return text + " " * (-len(text.encode("utf-8")) % BLOCK)
 
 
-def run_step(step):
-    """Run one STEP here, as Ansible would run its module: its result dict."""
+def run_step(step, work_dir):
+    """Run one STEP here, as Ansible would run its module (its arguments in a file in WORK_DIR, the module
+    logging nothing: a file's content may be a password): its result dict."""
     if "file" in step:
         from ansible_collections.mpsocks.mptcp.plugins.module_utils.daemon import write_atomically
 
@@ -219,17 +250,19 @@ def run_step(step):
     basic._ANSIBLE_ARGS = None  # pylint: disable=protected-access
     output = io.StringIO()
     argv = sys.argv
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as args:  # how a module is run by hand
-        json.dump({"ANSIBLE_MODULE_ARGS": step.get("args", {})}, args)
-        args.flush()
-        sys.argv = [step["module"], args.name]
-        try:
-            with contextlib.redirect_stdout(output):
-                module.main()
-        except SystemExit:
-            pass
-        finally:
-            sys.argv = argv
+    args = os.path.join(work_dir, "args.json")
+    with open(args, "w") as handle:  # a module's arguments in a file, as when it is run by hand
+        os.fchmod(handle.fileno(), 0o600)
+        json.dump({"ANSIBLE_MODULE_ARGS": dict(step.get("args", {}), _ansible_no_log=True)}, handle)
+    sys.argv = [step["module"], args]
+    try:
+        with contextlib.redirect_stdout(output):
+            module.main()
+    except SystemExit:
+        pass
+    finally:
+        sys.argv = argv
+        os.unlink(args)
     lines = [line for line in output.getvalue().splitlines() if line.startswith("{")]
     try:
         return json.loads(lines[-1])
@@ -237,7 +270,7 @@ def run_step(step):
         return {"failed": True, "msg": "no result: %s" % output.getvalue().strip()[-300:]}
 
 
-def apply_steps(steps, out=None):
+def apply_steps(steps, work_dir, out=None):
     """Run STEPS in order, a line each on OUT (stdout: the guest's journal); 1 when one failed, else 0.
     A failed step does not stop the others: Ansible, over ssh, reports it again."""
     out = out or sys.stdout
@@ -245,7 +278,7 @@ def apply_steps(steps, out=None):
     for step in steps:
         what = step["module"] if "module" in step else "file %s" % step["file"]["path"]
         try:
-            result = run_step(step)
+            result = run_step(step, work_dir)
         except Exception as exc:  # one line for the journal; Ansible makes the call again and says why
             result = {"failed": True, "msg": "%s: %s" % (type(exc).__name__, exc)}
         if result.get("failed"):
