@@ -97,6 +97,18 @@ def test_up_ends_with_the_socks_address_and_the_check(vm_stack):
           f"domain defined to ssh answering: {boot.group(1) if boot else '?'} s into the role")
 
 
+def test_the_guest_made_the_roles_calls_itself_at_boot(vm_stack):
+    """The seed disk's steps ran before sshd, so the guest roles over ssh found nothing to change."""
+    assert changed_count(vm_stack["output"], vm_stack["guest"]) == 0, vm_stack["output"]
+    lines = guest("journalctl", "-b", "-o", "cat", "-u", "mpsocks-seed.service", name=vm_stack["guest"])
+    steps = [line for line in lines.splitlines() if re.match(r"^[a-z_]+: |^file /", line)]
+    print("the guest's seed at boot:", "; ".join(steps))
+    assert [step.split(":")[0] for step in steps] == [
+        "interface", "sysctl", "policy_route", "route", "mptcp_limits", "mptcp_endpoint",
+        "file /etc/resolv.conf", "daemon", "daemon", "redirect"], lines
+    assert not [step for step in steps if ": failed" in step], lines
+
+
 def test_the_guest_runs_the_kernel_the_role_built(vm_stack):
     xml = subprocess.run(["virsh", "-c", "qemu:///system", "dumpxml", vm_stack["guest"]], capture_output=True,
                          text=True, check=True).stdout

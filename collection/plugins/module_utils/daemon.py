@@ -809,6 +809,14 @@ class Daemon(KernelObject):
                                                          _one_line(found.stderr or found.stdout)))
         return found.stdout.strip()
 
+    def _load_unit_file(self):
+        """Have systemd take the unit file as written: a daemon-reload (seconds under TCG) only when systemd
+        holds an older version of the unit; one it never loaded it reads when first asked for (systemd 247
+        and later; an older one says not-found, and gets the reload)."""
+        shown = self._systemctl("show", "--property=LoadState,NeedDaemonReload", self.unit).split()
+        if "LoadState=loaded" not in shown or "NeedDaemonReload=yes" in shown:
+            self._systemctl("daemon-reload")
+
     def _unit_text(self, argv, files):
         record = json.dumps({"argv": argv, "files": files}, sort_keys=True)
         return "\n".join([
@@ -845,7 +853,7 @@ class Daemon(KernelObject):
             unchanged = False
         if not unchanged:
             write_atomically(self.unit_file, text)
-            self._systemctl("daemon-reload")
+            self._load_unit_file()
         try:
             log_fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
