@@ -39,6 +39,8 @@ from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import Mpsock
 SERIAL = "mpsocks-seed"
 #: Where the guest unpacks the seed's code.
 CODE_DIR = "/run/mpsocks/seed"
+#: What the steps did, in CODE_DIR ({"steps": [a line each], "failed": 0 or 1}): the guest play reads it.
+RESULT = "result.json"
 COLLECTION = "ansible_collections.mpsocks.mptcp"
 MODULE_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 #: Packages whose every module goes into the seed: Ansible imports them by name (its JSON profiles).
@@ -271,10 +273,12 @@ def run_step(step, work_dir):
 
 
 def apply_steps(steps, work_dir, out=None):
-    """Run STEPS in order, a line each on OUT (stdout: the guest's journal); 1 when one failed, else 0.
-    A failed step does not stop the others: Ansible, over ssh, reports it again."""
+    """Run STEPS in order, a line each on OUT (stdout: the guest's journal), and write what they did to
+    WORK_DIR/RESULT; 1 when one failed, else 0. A failed step does not stop the others: the guest roles,
+    run over ssh, make the calls again and say why."""
     out = out or sys.stdout
     status = 0
+    done = []
     for step in steps:
         what = step["module"] if "module" in step else "file %s" % step["file"]["path"]
         try:
@@ -283,8 +287,12 @@ def apply_steps(steps, work_dir, out=None):
             result = {"failed": True, "msg": "%s: %s" % (type(exc).__name__, exc)}
         if result.get("failed"):
             status = 1
-            out.write("%s: failed: %s\n" % (what, result.get("msg", "")))
+            line = "%s: failed: %s" % (what, result.get("msg", ""))
         else:
-            out.write("%s: %s\n" % (what, "changed" if result.get("changed") else "ok"))
+            line = "%s: %s" % (what, "changed" if result.get("changed") else "ok")
+        done.append(line)
+        out.write(line + "\n")
         out.flush()
+    with open(os.path.join(work_dir, RESULT), "w") as handle:
+        json.dump({"steps": done, "failed": status}, handle)
     return status
