@@ -98,11 +98,12 @@ def test_up_ends_with_the_socks_address_and_the_check(vm_stack):
 
 
 def test_the_guest_made_the_roles_calls_itself_at_boot(vm_stack):
-    """The seed disk's steps ran before sshd, so the guest roles over ssh found nothing to change."""
+    """The config drive's steps ran before sshd, so the guest roles over ssh found nothing to change."""
     assert changed_count(vm_stack["output"], vm_stack["guest"]) == 0, vm_stack["output"]
-    lines = guest("journalctl", "-b", "-o", "cat", "-u", "mpsocks-seed.service", name=vm_stack["guest"])
+    lines = guest("journalctl", "-b", "-o", "cat", "-u", "mpsocks-config-drive.service",
+                  name=vm_stack["guest"])
     steps = [line for line in lines.splitlines() if re.match(r"^[a-z_]+: |^file /", line)]
-    print("the guest's seed at boot:", "; ".join(steps))
+    print("the guest's boot calls:", "; ".join(steps))
     assert [step.split(":")[0] for step in steps] == [
         "interface", "sysctl", "policy_route", "route", "mptcp_limits", "mptcp_endpoint",
         "file /etc/resolv.conf", "daemon", "daemon", "redirect"], lines

@@ -10,10 +10,10 @@ the layer is made of:
     ``debootstrap --variant=minbase`` of the suite and mirror (the host's apt sources by default) with
     the packages asked for, Python packages from the host's pip (pure-Python wheels, such as pyroute2,
     which the guest's modules need and Debian's bookworm has too old), the guest's root ssh key, hostname,
-    ``/etc/fstab`` for ``/dev/vda``, a serial console on ``ttyS0``, sshd on at boot, the unit that runs a seed
-    disk's steps before sshd (``guest_seed``), the code cache of ``zip_code_cache`` for every Python of the
-    guest, units the guest does not need masked, and the files
-    asked for. It keeps its tree as ``rootfs.tar`` for the layer above.
+    ``/etc/fstab`` for ``/dev/vda``, a serial console on ``ttyS0``, sshd on at boot, the unit that runs a
+    config drive's calls before sshd (``config_drive``), the code cache of ``zip_code_cache`` for every
+    Python of the guest, units the guest does not need masked, and the files asked for. It keeps its tree
+    as ``rootfs.tar`` for the layer above.
 ``extras``
     The base tree with more Debian packages (``apt-get install`` in a chroot of it), when some are asked.
 
@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 
-from ansible_collections.mpsocks.mptcp.plugins.module_utils import guest_seed, zip_code_cache
+from ansible_collections.mpsocks.mptcp.plugins.module_utils import config_drive, zip_code_cache
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.build_cache import (
     duration,
     read_json,
@@ -73,7 +73,7 @@ DISTRO_KERNEL = "linux-image-cloud-amd64"
 #: What the distro kernel's initrd loads to find /dev/vda (ext4 is built in): a small initrd boots faster.
 INITRD_MODULES = ("virtio_pci", "virtio_mmio", "virtio_blk", "virtio_net", "virtio_console")
 IMAGE = "disk.img"
-SEED_UNIT = "mpsocks-seed.service"
+CONFIG_DRIVE_UNIT = "mpsocks-config-drive.service"
 INFO = "image.json"
 TAR = "rootfs.tar"
 LOG = "build.log"
@@ -123,8 +123,8 @@ def source_of(module):
 def code_hash():
     """A hash of this file and of what it puts into images: a change to how images are built makes new
     images."""
-    return sha256_text(source_of(sys.modules[__name__]) + source_of(zip_code_cache) + guest_seed.BOOTSTRAP
-                       + guest_seed.UNIT)[:16]
+    return sha256_text(source_of(sys.modules[__name__]) + source_of(zip_code_cache) + config_drive.BOOTSTRAP
+                       + config_drive.UNIT)[:16]
 
 
 def human(size):
@@ -722,12 +722,12 @@ class GuestImage:
                               AUTOLOGIN)
             units = ["serial-getty@ttyS0.service"]
             if os.path.lexists(in_tree(tree, "/usr/bin/python3")):
-                # The seed disk's steps at boot, before sshd (module_utils/guest_seed.py).
-                write_in_tree(tree, guest_seed.BOOT_SCRIPT, guest_seed.BOOTSTRAP)
-                write_in_tree(tree, "/etc/systemd/system/%s" % SEED_UNIT, guest_seed.UNIT)
-                units.append(SEED_UNIT)
+                # The config drive's steps at boot, before sshd (module_utils/config_drive.py).
+                write_in_tree(tree, config_drive.BOOT_SCRIPT, config_drive.BOOTSTRAP)
+                write_in_tree(tree, "/etc/systemd/system/%s" % CONFIG_DRIVE_UNIT, config_drive.UNIT)
+                units.append(CONFIG_DRIVE_UNIT)
             self.command(["systemctl", "enable"] + units, chroot=tree,
-                         what="enabling the serial console and the seed disk's unit")
+                         what="enabling the serial console and the config drive's unit")
         if os.path.lexists(in_tree(tree, "/usr/bin/python3")):
             self.install_zip_code_cache(tree)
         if self.python_packages:

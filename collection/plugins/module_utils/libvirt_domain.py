@@ -1,8 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: mpsocks developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A libvirt domain for the guest: direct kernel boot, a disk (and a read-only seed disk, see
-``guest_seed``), one interface per tap, a serial log.
+"""A libvirt domain for the guest: direct kernel boot, a disk (and a read-only config drive, see
+``config_drive``), one interface per tap, a serial log.
 
 The domain is read from the definition libvirt keeps (``XMLDesc(VIR_DOMAIN_XML_INACTIVE)``) into a
 plain dict of the parts mpsocks manages, so that comparing dicts is the idempotence check and check
@@ -27,9 +27,9 @@ import xml.etree.ElementTree as ET
 from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import missing_required_lib
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.config_drive import SERIAL as CONFIG_DRIVE_SERIAL
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.declarative import KernelObject, one_line
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
-from ansible_collections.mpsocks.mptcp.plugins.module_utils.guest_seed import SERIAL as SEED_SERIAL
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.ownership import MARK, not_ours
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.validate import interface_name
 
@@ -51,10 +51,10 @@ DOMAIN_TYPES = ("kvm", "qemu")
 DISK_FORMATS = ("raw", "qcow2")
 #: What a new domain gets for an option left out.
 NEW_DOMAIN = {"type": "qemu", "memory": 512, "vcpus": 1, "tcg_cache": None, "initrd": None, "cmdline": "",
-              "disk_format": "raw", "seed_disk": None, "interfaces": [], "serial_log": None}
+              "disk_format": "raw", "config_drive": None, "interfaces": [], "serial_log": None}
 #: The keys of read() that the definition holds (the rest is the domain's run state).
 DEFINITION = ("name", "type", "memory", "vcpus", "tcg_cache", "kernel", "initrd", "cmdline", "disk",
-              "disk_format", "seed_disk", "interfaces", "serial_log")
+              "disk_format", "config_drive", "interfaces", "serial_log")
 
 #: virDomainState numbers as people say them; "blocked" is a running domain waiting for something.
 STATE_NAMES = {0: "no state", 1: "running", 2: "running", 3: "paused", 4: "shutting down", 5: "shut off",
@@ -127,8 +127,8 @@ def definition_of(root):
     if os_element is None:
         os_element = ET.Element("os")
     disks = root.findall("devices/disk[@device='disk']")
-    seeds = [disk for disk in disks if disk.findtext("serial") == SEED_SERIAL]
-    disk = next((disk for disk in disks if disk not in seeds), None)
+    drives = [disk for disk in disks if disk.findtext("serial") == CONFIG_DRIVE_SERIAL]
+    disk = next((disk for disk in disks if disk not in drives), None)
     interfaces = []
     for interface in root.findall("devices/interface"):
         tap = _attribute(interface, "target", "dev")
@@ -148,7 +148,7 @@ def definition_of(root):
         "cmdline": os_element.findtext("cmdline") or "",
         "disk": _attribute(disk, "source", "file"),
         "disk_format": _attribute(disk, "driver", "type"),
-        "seed_disk": _attribute(seeds[0], "source", "file") if seeds else None,
+        "config_drive": _attribute(drives[0], "source", "file") if drives else None,
         "interfaces": interfaces,
         "serial_log": _serial_log(root.find("devices/serial")),
     }
@@ -200,13 +200,13 @@ def domain_xml(definition, uuid=None, macs=None):
     _sub(disk, "driver", name="qemu", type=definition["disk_format"])
     _sub(disk, "source", file=definition["disk"])
     _sub(disk, "target", dev="vda", bus="virtio")
-    if definition["seed_disk"]:
-        seed = _sub(devices, "disk", type="file", device="disk")
-        _sub(seed, "driver", name="qemu", type="raw")
-        _sub(seed, "source", file=definition["seed_disk"])
-        _sub(seed, "target", dev="vdb", bus="virtio")
-        _sub(seed, "serial", SEED_SERIAL)
-        _sub(seed, "readonly")
+    if definition["config_drive"]:
+        drive = _sub(devices, "disk", type="file", device="disk")
+        _sub(drive, "driver", name="qemu", type="raw")
+        _sub(drive, "source", file=definition["config_drive"])
+        _sub(drive, "target", dev="vdb", bus="virtio")
+        _sub(drive, "serial", CONFIG_DRIVE_SERIAL)
+        _sub(drive, "readonly")
     for tap in definition["interfaces"]:
         interface = _sub(devices, "interface", type="ethernet")
         if macs.get(tap):
@@ -304,7 +304,7 @@ class LibvirtDomain(KernelObject):
             "cmdline": params.get("cmdline"),
             "disk": _absolute_path(params.get("disk"), "disk"),
             "disk_format": params.get("disk_format"),
-            "seed_disk": _absolute_path(params.get("seed_disk"), "seed_disk", allow_empty=True),
+            "config_drive": _absolute_path(params.get("config_drive"), "config_drive", allow_empty=True),
             "interfaces": None,
             "serial_log": _absolute_path(params.get("serial_log"), "serial_log", allow_empty=True),
         }
@@ -336,7 +336,7 @@ class LibvirtDomain(KernelObject):
         at start, after defining the domain)."""
         if not is_local(self.uri):
             return
-        for option in ("kernel", "initrd", "disk", "seed_disk"):
+        for option in ("kernel", "initrd", "disk", "config_drive"):
             path = wanted[option]
             if path and not os.path.isfile(path):
                 problem = "not a file" if os.path.exists(path) else "no such file"
@@ -422,7 +422,7 @@ class LibvirtDomain(KernelObject):
         definition["tcg_cache"] = definition["tcg_cache"] if definition["type"] == "qemu" else None
         definition["tcg_cache"] = definition["tcg_cache"] or None
         definition["serial_log"] = definition["serial_log"] or None
-        definition["seed_disk"] = definition["seed_disk"] or None
+        definition["config_drive"] = definition["config_drive"] or None
         missing = [key for key in ("kernel", "disk") if not definition[key]]
         if missing:
             raise MpsocksError("%s does not exist on %s; to define it, give %s"

@@ -19,8 +19,8 @@ description:
   - "The base layer holds O(packages) (and the distro kernel with O(distro_kernel)), O(python_packages)
     installed with the host's pip (pure-Python wheels only), the root ssh key O(ssh_key) authorized,
     O(hostname), C(/etc/fstab) mounting C(/dev/vda) as the ext4 root, sshd started at boot (key logins
-    only), a unit that runs the steps of a seed disk (made with P(mpsocks.mptcp.guest_seed#filter), given
-    to M(mpsocks.mptcp.libvirt_domain) as its C(seed_disk)) before sshd starts, a cache of the code Python
+    only), a unit that runs the steps of a config drive (made with P(mpsocks.mptcp.config_drive#filter), given
+    to M(mpsocks.mptcp.libvirt_domain) as its C(config_drive)) before sshd starts, a cache of the code Python
     compiles from Ansible's module zips (one module call costs the guest half a second less under TCG), a
     getty on the serial console C(ttyS0) (root logged in with O(serial_autologin)), the units
     O(disabled_units) masked, and O(files). No package lists or C(.deb) files stay in the image;

@@ -108,12 +108,12 @@ options:
           - When omitted, an existing domain keeps its format and a new one gets V(raw).
         type: str
         choices: [raw, qcow2]
-      seed_disk:
+      config_drive:
         description:
-          - Absolute path of a seed disk (the text of P(mpsocks.mptcp.guest_seed#filter)), attached read-only
-            as the virtio disk C(vdb) with serial C(mpsocks-seed); an image of M(mpsocks.mptcp.guest_image)
-            runs its steps at boot. An empty string means none.
-          - When omitted, an existing domain keeps its seed disk and a new one has none.
+          - Absolute path of a config drive (the text of P(mpsocks.mptcp.config_drive#filter)), attached
+            read-only as the virtio disk C(vdb) with serial C(mpsocks-config); an image of
+            M(mpsocks.mptcp.guest_image) makes its calls at boot. An empty string means none.
+          - When omitted, an existing domain keeps its config drive and a new one has none.
         type: path
       interfaces:
         description:
@@ -285,10 +285,10 @@ results:
           description: Disk image format.
           type: str
           sample: raw
-        seed_disk:
-          description: Seed disk path, or null.
+        config_drive:
+          description: Config drive path, or null.
           type: str
-          sample: /var/lib/mpsocks/guests/mpsocks-guest/seed.json
+          sample: /var/lib/mpsocks/guests/mpsocks-guest/config-drive.json
         interfaces:
           description: The taps of the domain's interfaces, in order.
           type: list
@@ -328,7 +328,7 @@ def build_module():
                 cmdline=dict(type="str"),
                 disk=dict(type="path"),
                 disk_format=dict(type="str", choices=["raw", "qcow2"]),
-                seed_disk=dict(type="path"),
+                config_drive=dict(type="path"),
                 interfaces=dict(type="list", elements="str"),
                 serial_log=dict(type="str"),
             )),

@@ -1,17 +1,17 @@
 # -*- coding: utf-8 -*-
 # Copyright: mpsocks developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A VM guest's seed: the guest roles' module calls, run by the guest itself at boot, before its sshd.
+"""A VM guest's config drive: the guest roles' module calls, made by the guest itself at boot, before sshd.
 
 Under TCG every module call over ssh costs the guest about two seconds, and the guest answers ssh only
 after it booted. The host knows at ``up`` which calls the guest roles will make (their arguments are data:
 the guest plan, the daemons' argv and files), so it writes them, the steps, to a small read-only disk
-together with the code that runs them (``seed_text``). The image's unit ``UNIT`` runs ``BOOTSTRAP``
-(``BOOT_SCRIPT``) early at boot: it finds the disk by its serial and runs the seed's ``BOOT``, which
+together with the code that runs them (``drive_text``). The image's unit ``UNIT`` runs ``BOOTSTRAP``
+(``BOOT_SCRIPT``) early at boot: it finds the disk by its serial and runs the drive's ``BOOT``, which
 unpacks the code (with bytecode compiled on the controller, when the guest's Python takes it: compiling
 costs seconds under TCG) and runs every step with the collection's own modules (``apply_steps``), as
-Ansible would. The SOCKS port answers before ssh does, and
-the guest roles, run over ssh afterwards, find everything as they want it (changed=0).
+Ansible would, writing what each did to ``RESULT``. The SOCKS port answers before ssh does; when every call
+succeeded, playbook ``boot_socks.yml`` leaves the guest roles out (they would find nothing to change).
 
 A step is ``{"module": NAME, "args": {...}}``, a module of this collection, or ``{"file": {"path",
 "content", "mode"}}``, a file written as ``ansible.builtin.copy`` would.
@@ -35,23 +35,23 @@ import sys
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
 
-#: The seed disk's serial, by which the guest finds it.
-SERIAL = "mpsocks-seed"
-#: Where the guest unpacks the seed's code.
-CODE_DIR = "/run/mpsocks/seed"
+#: The config drive's serial, by which the guest finds it.
+SERIAL = "mpsocks-config"
+#: Where the guest unpacks the drive's code.
+CODE_DIR = "/run/mpsocks/config-drive"
 #: What the steps did, in CODE_DIR ({"steps": [a line each], "failed": 0 or 1}): the guest play reads it.
 RESULT = "result.json"
 COLLECTION = "ansible_collections.mpsocks.mptcp"
 MODULE_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
-#: Packages whose every module goes into the seed: Ansible imports them by name (its JSON profiles).
+#: Packages whose every module goes onto the drive: Ansible imports them by name (its JSON profiles).
 IMPORTED_BY_NAME = ("ansible.module_utils._internal._json._profiles",)
-#: The seed disk's size is a whole number of these (sectors).
+#: The config drive's size is a whole number of these (sectors).
 BLOCK = 512
 
 #: Where the image keeps BOOTSTRAP.
-BOOT_SCRIPT = "/usr/local/lib/mpsocks/seed-boot.py"
-#: What the image runs at boot: finds the seed disk, when the VM has one, and runs the seed's own BOOT code.
-BOOTSTRAP = rf"""# mpsocks: runs the seed disk's steps (guest_seed.py in mpsocks.mptcp), when the VM has one
+BOOT_SCRIPT = "/usr/local/lib/mpsocks/config-drive.py"
+#: What the image runs at boot: finds the config drive, when the VM has one, and runs its own BOOT code.
+BOOTSTRAP = rf"""# mpsocks: the config drive's calls (config_drive.py in mpsocks.mptcp), when the VM has one
 import json, os
 for name in sorted(os.listdir("/sys/block")):
     try:
@@ -61,10 +61,10 @@ for name in sorted(os.listdir("/sys/block")):
     except OSError:
         continue
     with open("/dev/" + name, "rb") as handle:
-        seed = json.loads(handle.read().rstrip(b" \0").decode("utf-8"))
-    exec(compile(seed["boot"], "mpsocks-seed", "exec"), {{"seed": seed, "code_dir": "{CODE_DIR}"}})
+        drive = json.loads(handle.read().rstrip(b" \0").decode("utf-8"))
+    exec(compile(drive["boot"], "mpsocks-config-drive", "exec"), {{"drive": drive, "code_dir": "{CODE_DIR}"}})
 """
-#: The seed's first code (globals seed and code_dir): unpack the code, and its bytecode when this Python
+#: The drive's first code (globals drive and code_dir): unpack the code, and its bytecode when this Python
 #: takes the controller's (no compiling under TCG), then run the steps.
 BOOT = r"""
 import base64, importlib.util, os, sys
@@ -72,20 +72,20 @@ def write(path, data):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as handle:
         handle.write(data)
-for path, text in seed["code"].items():
+for path, text in drive["code"].items():
     write(os.path.join(code_dir, path), text.encode("utf-8"))
-if seed["python"] == [importlib.util.MAGIC_NUMBER.hex(), sys.implementation.cache_tag]:
-    for path, data in seed["compiled"].items():
+if drive["python"] == [importlib.util.MAGIC_NUMBER.hex(), sys.implementation.cache_tag]:
+    for path, data in drive["compiled"].items():
         write(importlib.util.cache_from_source(os.path.join(code_dir, path)), base64.b64decode(data))
 sys.path.insert(0, code_dir)
-from ansible_collections.mpsocks.mptcp.plugins.module_utils.guest_seed import apply_steps
-sys.exit(apply_steps(seed["steps"], code_dir))
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.config_drive import apply_steps
+sys.exit(apply_steps(drive["steps"], code_dir))
 """
 
 #: The image's unit that runs BOOTSTRAP, once, before sshd (a failed step leaves the rest to Ansible).
 UNIT = """\
 [Unit]
-Description=mpsocks: the guest's network and daemons from the seed disk, before ssh
+Description=mpsocks: the guest's network and daemons from the config drive, before ssh
 DefaultDependencies=no
 After=systemd-remount-fs.service systemd-journald.socket
 Before=ssh.service shutdown.target
@@ -154,7 +154,7 @@ def code_files(modules):
     file they import from Ansible and this collection, found in their sources, as {relative path: text}.
     Packages above them get empty ``__init__.py`` files, as in Ansible's own module zips."""
     wanted = ["%s.plugins.modules.%s" % (COLLECTION, name) for name in modules]
-    wanted.append(COLLECTION + ".plugins.module_utils.guest_seed")
+    wanted.append(COLLECTION + ".plugins.module_utils.config_drive")
     for package in IMPORTED_BY_NAME:
         path = _module_file(package)
         if path and path.endswith("__init__.py"):
@@ -185,9 +185,9 @@ def code_files(modules):
 def check_steps(steps):
     """STEPS as given, or an MpsocksError naming the first bad one."""
     if not isinstance(steps, list):
-        raise MpsocksError("seed: a list of steps is needed, got %r" % (type(steps).__name__,))
+        raise MpsocksError("config drive: a list of steps is needed, got %r" % (type(steps).__name__,))
     for position, step in enumerate(steps):
-        where = "seed[%d]" % position
+        where = "steps[%d]" % position
         if not isinstance(step, dict):
             raise MpsocksError("%s: a step is a dict with module and args, or with file" % where)
         if "file" in step:
@@ -217,8 +217,8 @@ def unchecked_pyc(source, path):
         + marshal.dumps(code)
 
 
-def seed_text(steps):
-    """The seed disk's content for STEPS: one JSON document (steps, code, the code compiled by this
+def drive_text(steps):
+    """The config drive's content for STEPS: one JSON document (steps, code, the code compiled by this
     Python for a guest whose Python takes it, and BOOT), padded with spaces to whole sectors."""
     check_steps(steps)
     code = code_files(sorted({step["module"] for step in steps if "module" in step}))

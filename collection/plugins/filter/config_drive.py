@@ -7,12 +7,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 DOCUMENTATION = r"""
-name: guest_seed
-short_description: The content of a VM guest's seed disk, the module calls it makes itself at boot
+name: config_drive
+short_description: The content of a VM guest's config drive, the module calls it makes itself at boot
 version_added: 0.1.0
 description:
   - "Turns a list of steps, module calls of this collection (C({module, args})) or files (C({file: {path,
-    content, mode}})), into the text of a seed disk for role C(mpsocks.mptcp.guest_vm): the steps and the
+    content, mode}})), into the text of a config drive for role C(mpsocks.mptcp.guest_vm): the steps and the
     code that runs them (the modules, the module_utils they import, Ansible's C(module_utils) they need),
     one JSON document padded to whole 512-byte sectors."
   - An image made by M(mpsocks.mptcp.guest_image) runs the steps at boot, before sshd, in order, with the
@@ -29,25 +29,25 @@ options:
 """
 
 EXAMPLES = r"""
-- name: The guest's seed disk brings its interface up at boot
+- name: The guest's config drive brings its interface up at boot
   ansible.builtin.copy:
     content: "{{ [{'module': 'interface', 'args': {'config': [{'name': 'eth1', 'up': true}]}}]
-      | mpsocks.mptcp.guest_seed }}"
-    dest: /var/lib/mpsocks/guests/mpsocks-guest/seed.json
+      | mpsocks.mptcp.config_drive }}"
+    dest: /var/lib/mpsocks/guests/mpsocks-guest/config-drive.json
     mode: "0600"
 """
 
 RETURN = r"""
 _value:
-  description: The seed disk's text.
+  description: The config drive's text.
   type: str
 """
 
 from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.config_drive import drive_text
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
-from ansible_collections.mpsocks.mptcp.plugins.module_utils.guest_seed import seed_text
 
 
 def _plain(value):
@@ -65,13 +65,13 @@ def _plain(value):
     return str(value)
 
 
-def seed_filter(steps):
+def drive_filter(steps):
     try:
-        return seed_text(_plain(steps))
+        return drive_text(_plain(steps))
     except MpsocksError as exc:
         raise AnsibleFilterError(str(exc)) from None
 
 
 class FilterModule:
     def filters(self):
-        return {"guest_seed": seed_filter}
+        return {"config_drive": drive_filter}
