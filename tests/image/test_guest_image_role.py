@@ -258,6 +258,9 @@ def test_the_image_holds_what_the_guest_needs(default_image):
     assert file_text(image, "/etc/hostname").strip() == "mpsocks-guest"
     autologin = file_text(image, "/etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf")
     assert "--autologin root" in autologin
+    # and on the console, the serial login of a VM booted without udev (role guest_vm)
+    autologin = file_text(image, "/etc/systemd/system/console-getty.service.d/autologin.conf")
+    assert "--autologin root" in autologin and " - " in autologin
     assert "serial-getty@ttyS0.service" in names_in(image, "/etc/systemd/system/getty.target.wants")
     assert "PasswordAuthentication no" in file_text(image, "/etc/ssh/sshd_config.d/mpsocks.conf")
     assert "/dev/null" in debugfs(image, "stat /etc/systemd/network/99-default.link")  # eth0, eth1 ...

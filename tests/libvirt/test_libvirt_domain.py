@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -156,6 +158,62 @@ def test_change_redefines_keeping_uuid_and_macs(conn, names, taps, kernel, disk)
     assert int(root.findtext("memory")) == 192 * 1024 and root.findtext("vcpu") == "2"
     assert root.findtext("uuid") == made["domain"]["uuid"]
     assert call(change)[0]["changed"] is False
+
+
+def test_config_drive_content_is_written_before_the_definition(conn, names, kernel, disk, workdir):
+    """The module writes the drive it is given (0600, its SHA1 in the diff, never its text); the same text
+    changes nothing; a new text rewrites only the file."""
+    name, drive = names(), workdir / "drive" / "config-drive.json"
+    item = domain(name, kernel, disk, config_drive=str(drive), config_drive_content="secret-steps-1")
+
+    predicted, [one] = call(item, check=True)
+    assert predicted["changed"] and not drive.exists() and defined(conn, name) is None
+    done, [one] = call(item)
+    assert done["changed"] and drive.read_text() == "secret-steps-1", done
+    assert drive.stat().st_mode & 0o777 == 0o600
+    assert one["diff"]["after"]["config_drive_file"] == hashlib.sha1(b"secret-steps-1").hexdigest() + " 0600"
+    assert "secret-steps" not in json.dumps(done)
+    assert defined(conn, name).find("devices/disk[serial='mpsocks-config']/source").get("file") == str(drive)
+    assert call(item)[0]["changed"] is False
+
+    newer = dict(item, config_drive_content="secret-steps-2")
+    uuid = one["domain"]["uuid"]
+    changed, [after] = call(newer)
+    assert changed["changed"] and drive.read_text() == "secret-steps-2", changed
+    assert after["diff"]["before"]["config_drive_file"] != after["diff"]["after"]["config_drive_file"]
+    assert after["domain"]["uuid"] == uuid and call(newer)[0]["changed"] is False
+
+    result, _ = call(domain(names(), kernel, disk, config_drive_content="steps"))
+    assert_one_line_error(result, "config_drive_content", "config_drive")
+
+
+def test_disk_backing_makes_a_missing_disk_an_overlay(conn, names, kernel, disk, workdir):
+    """A missing disk is made, folder and all, as a qcow2 overlay of the image; an existing one is kept."""
+    name, overlay = names(), workdir / "guest" / "disk.qcow2"
+    item = domain(name, kernel, str(overlay), disk_format="qcow2", disk_backing=str(disk))
+
+    predicted, [one] = call(item, check=True)
+    assert predicted["changed"] and not overlay.exists(), predicted
+    assert (one["diff"]["before"], one["diff"]["after"]["disk_file"]) == ({}, "made")
+    done, _ = call(item)
+    assert done["changed"] and overlay.exists(), done
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-U", str(overlay)],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert (info["format"], info["backing-filename"], info["backing-filename-format"]) == \
+        ("qcow2", str(disk), "raw")
+    made = overlay.stat().st_mtime_ns
+    assert call(item)[0]["changed"] is False and overlay.stat().st_mtime_ns == made
+
+    overlay.unlink()  # gone behind the module's back: made again
+    again, [remade] = call(item)
+    assert again["changed"] and remade["diff"]["before"]["disk_file"] == "missing" and overlay.exists()
+
+    for bad, needles in ((dict(disk_format="raw"), ("disk_backing", "qcow2")),
+                         (dict(disk=str(workdir / "new.qcow2"), disk_backing=str(workdir / "no-such.img")),
+                          ("disk_backing", "no such file"))):
+        result, _ = call(dict(item, name=names(), **bad))
+        assert_one_line_error(result, *needles)
+    assert not (workdir / "new.qcow2").exists()
 
 
 def serial_lines(path, needle, timeout=30.0):

@@ -122,6 +122,33 @@ def test_up_twice_then_down_leaves_the_namespace_as_it_was(netns, uplinks, tmp_p
     assert rc == 0 and recap[netns]["changed"] == 0, output
 
 
+def test_links_then_routing_as_boot_socks_makes_them(netns, uplinks, tmp_path, count_calls):
+    """mpsocks_host_parts: the links alone (one module call, nothing routed), then the routing alone; then
+    both find nothing to change."""
+    before = snapshot(netns)
+    names = [u["name"] for u in uplinks]
+
+    rc, output, recap = play(netns, tmp_path, mpsocks_uplinks=names, mpsocks_host_parts=["links"])
+    assert rc == 0 and recap[netns]["changed"] == 1 and count_calls(output) == 1, output
+    assert "10.66.7.1/24" in sh("ip", "-o", "addr", "show", "mptcp1", netns=netns)
+    assert "lookup 6606" not in sh("ip", "rule", netns=netns)
+    assert subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", "inet", "mpsocks"],
+                          capture_output=True).returncode != 0
+
+    rc, output, recap = play(netns, tmp_path, mpsocks_uplinks=names, mpsocks_host_parts=["routing"])
+    assert rc == 0 and recap[netns]["changed"] == 2 and count_calls(output) == 2, output
+    assert "iif mptcp1 lookup 6607" in sh("ip", "rule", netns=netns)
+    assert 'oifname "up1" masquerade' in sh("nft", "list", "table", "inet", "mpsocks", netns=netns)
+
+    rc, output, recap = play(netns, tmp_path, mpsocks_uplinks=names)
+    assert rc == 0 and recap[netns]["changed"] == 0, output
+    rc, output, recap = play(netns, tmp_path, mpsocks_uplinks=names, mpsocks_host_parts=["bridges"])
+    assert rc != 0 and "mpsocks_host_parts" in output, output
+    rc, output, recap = play(netns, tmp_path, mpsocks_state="absent")
+    assert rc == 0, output
+    assert_unchanged(before, netns)
+
+
 def test_explicit_gateway(netns, uplinks, tmp_path):
     uplink = {"name": "up1", "gateway": "10.199.1.7"}
     rc, output, _ = play(netns, tmp_path, mpsocks_uplinks=[uplink])

@@ -50,9 +50,17 @@ BLOCK = 512
 
 #: Where the image keeps BOOTSTRAP.
 BOOT_SCRIPT = "/usr/local/lib/mpsocks/config-drive.py"
-#: What the image runs at boot: finds the config drive, when the VM has one, and runs its own BOOT code.
-BOOTSTRAP = rf"""# mpsocks: the config drive's calls (config_drive.py in mpsocks.mptcp), when the VM has one
-import json, os
+#: What the image runs at boot: finds the config drive, when the VM has one, and runs its own BOOT code; or
+#: runs the drive file given as its argument (playbook boot_socks.yml: a running guest converges to this
+#: run's drive in one go, not in a module call over ssh for each step).
+BOOTSTRAP = rf"""# mpsocks: the config drive's calls (config_drive.py in mpsocks.mptcp): the VM's drive, or the file given
+import json, os, sys
+def run(path):
+    with open(path, "rb") as handle:
+        drive = json.loads(handle.read().rstrip(b" \0").decode("utf-8"))
+    exec(compile(drive["boot"], "mpsocks-config-drive", "exec"), {{"drive": drive, "code_dir": "{CODE_DIR}"}})
+if len(sys.argv) > 1:
+    run(sys.argv[1])
 for name in sorted(os.listdir("/sys/block")):
     try:
         with open("/sys/block/%s/serial" % name) as handle:
@@ -60,9 +68,7 @@ for name in sorted(os.listdir("/sys/block")):
                 continue
     except OSError:
         continue
-    with open("/dev/" + name, "rb") as handle:
-        drive = json.loads(handle.read().rstrip(b" \0").decode("utf-8"))
-    exec(compile(drive["boot"], "mpsocks-config-drive", "exec"), {{"drive": drive, "code_dir": "{CODE_DIR}"}})
+    run("/dev/" + name)
 """
 #: The drive's first code (globals drive and code_dir): unpack the code, and its bytecode when this Python
 #: takes the controller's (no compiling under TCG), then run the steps.

@@ -98,6 +98,14 @@ AUTOLOGIN = """\
 ExecStart=
 ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200,57600,38400,9600 %I $TERM
 """
+#: The same for console-getty, the serial login of a VM booted without udev (role guest_vm with the role's
+#: kernel: serial-getty@ttyS0 would wait for a device unit that only udev makes).
+CONSOLE_AUTOLOGIN = """\
+# Written by mpsocks (module guest_image): root is logged in on the console (ttyS0 in the VM).
+[Service]
+ExecStart=
+ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud - 115200,38400,9600 $TERM
+"""
 FSTAB = """\
 # Written by mpsocks (module guest_image): the guest's disk is its root.
 /dev/vda / ext4 defaults,errors=remount-ro 0 1
@@ -720,6 +728,8 @@ class GuestImage:
             if self.serial_autologin:
                 write_in_tree(tree, "/etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf",
                               AUTOLOGIN)
+                write_in_tree(tree, "/etc/systemd/system/console-getty.service.d/autologin.conf",
+                              CONSOLE_AUTOLOGIN)
             units = ["serial-getty@ttyS0.service"]
             if os.path.lexists(in_tree(tree, "/usr/bin/python3")):
                 # The config drive's steps at boot, before sshd (module_utils/config_drive.py).

@@ -1,8 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: mpsocks developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A libvirt domain for the guest: direct kernel boot, a disk (and a read-only config drive, see
-``config_drive``), one interface per tap, a serial log.
+"""A libvirt domain for the guest: direct kernel boot, a disk (made as a copy-on-write overlay of an image
+when missing), a read-only config drive (see ``config_drive``; written when given its content), one
+interface per tap, a serial log.
 
 The domain is read from the definition libvirt keeps (``XMLDesc(VIR_DOMAIN_XML_INACTIVE)``) into a
 plain dict of the parts mpsocks manages, so that comparing dicts is the idempotence check and check
@@ -21,6 +22,7 @@ __metaclass__ = type
 import contextlib
 import os
 import re
+import subprocess
 import time
 import traceback
 import xml.etree.ElementTree as ET
@@ -28,6 +30,11 @@ from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.config_drive import SERIAL as CONFIG_DRIVE_SERIAL
+from ansible_collections.mpsocks.mptcp.plugins.module_utils.daemon import (
+    content_state,
+    file_state,
+    write_atomically,
+)
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.declarative import KernelObject, one_line
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.ownership import MARK, not_ours
@@ -55,6 +62,11 @@ NEW_DOMAIN = {"type": "qemu", "memory": 512, "vcpus": 1, "tcg_cache": None, "ini
 #: The keys of read() that the definition holds (the rest is the domain's run state).
 DEFINITION = ("name", "type", "memory", "vcpus", "tcg_cache", "kernel", "initrd", "cmdline", "disk",
               "disk_format", "config_drive", "interfaces", "serial_log")
+
+#: The first bytes of a qcow2 image (any other backing image is taken as raw).
+QCOW2_MAGIC = b"QFI\xfb"
+#: Permission bits of a config drive the module writes (its steps may hold passwords).
+CONFIG_DRIVE_MODE = 0o600
 
 #: virDomainState numbers as people say them; "blocked" is a running domain waiting for something.
 STATE_NAMES = {0: "no state", 1: "running", 2: "running", 3: "paused", 4: "shutting down", 5: "shut off",
@@ -308,6 +320,15 @@ class LibvirtDomain(KernelObject):
             "interfaces": None,
             "serial_log": _absolute_path(params.get("serial_log"), "serial_log", allow_empty=True),
         }
+        self.disk_backing = _absolute_path(params.get("disk_backing"), "disk_backing")
+        if self.disk_backing and (params.get("disk_format") or "qcow2") != "qcow2":
+            raise MpsocksError("disk_backing: the overlay is a qcow2 image; disk_format must be qcow2")
+        if self.disk_backing and not is_local(self.uri):
+            raise MpsocksError("disk_backing: the overlay is made on this machine; %s is not local"
+                               % self.uri)
+        self.drive_content = params.get("config_drive_content")
+        if self.drive_content is not None and not self.given["config_drive"]:
+            raise MpsocksError("config_drive_content: needs config_drive, the path to write it to")
         if self.given["cmdline"] is not None and "\n" in self.given["cmdline"]:
             raise MpsocksError("cmdline: must be one line")
         taps = params.get("interfaces")
@@ -338,12 +359,13 @@ class LibvirtDomain(KernelObject):
             return
         for option in ("kernel", "initrd", "disk", "config_drive"):
             path = wanted[option]
+            if option == "config_drive" and self.drive_content is not None:
+                continue  # written before the start
+            if option == "disk" and self.disk_backing and not os.path.exists(path):
+                option, path = "disk_backing", self.disk_backing  # the overlay is made of it
             if path and not os.path.isfile(path):
                 problem = "not a file" if os.path.exists(path) else "no such file"
                 raise MpsocksError("%s: %s: %s" % (option, path, problem))
-        log = wanted["serial_log"]
-        if log and not os.path.isdir(os.path.dirname(log)):
-            raise MpsocksError("serial_log: %s: no such directory %s" % (log, os.path.dirname(log)))
         for tap in wanted["interfaces"]:
             try:
                 with open("/sys/class/net/%s/tun_flags" % tap) as handle:
@@ -402,7 +424,9 @@ class LibvirtDomain(KernelObject):
         pending = active and definition_of(self._xml(domain, 0)) != definition
         self.uuid = domain.UUIDString()
         self.macs = macs_of(root)
-        return dict(definition, state=state if active else SHUT_OFF, restart_pending=pending)
+        drive = file_state(definition["config_drive"]) if definition["config_drive"] else None
+        return dict(definition, state=state if active else SHUT_OFF, restart_pending=pending,
+                    config_drive_file=drive, disk_file=self._disk_file(definition["disk"]))
 
     @staticmethod
     def _definition(state):
@@ -437,7 +461,29 @@ class LibvirtDomain(KernelObject):
         else:
             state = current["state"] if current else SHUT_OFF
         pending = bool(pending and not restart and state != SHUT_OFF)
-        return dict(definition, state=state, restart_pending=pending)
+        if self.drive_content is not None:
+            drive = content_state(self.drive_content.encode("utf-8"), CONFIG_DRIVE_MODE)
+        else:
+            drive = file_state(definition["config_drive"]) if definition["config_drive"] else None
+        disk = "made" if self.disk_backing else self._disk_file(definition["disk"])
+        return dict(definition, state=state, restart_pending=pending, config_drive_file=drive, disk_file=disk)
+
+    def _disk_file(self, path):
+        """Whether the disk at PATH exists, as far as this machine can tell ("made", "missing" or None)."""
+        if not is_local(self.uri):
+            return None
+        return "made" if os.path.exists(path) else "missing"
+
+    def _make_overlay(self, disk):
+        """DISK as a qcow2 overlay of disk_backing, its folder made when missing."""
+        with open(self.disk_backing, "rb") as handle:
+            backing_format = "qcow2" if handle.read(4) == QCOW2_MAGIC else "raw"
+        os.makedirs(os.path.dirname(disk), 0o755, exist_ok=True)
+        made = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", backing_format,
+                               "-b", self.disk_backing, disk], capture_output=True, text=True, check=False)
+        if made.returncode != 0:
+            raise MpsocksError("disk: cannot make %s an overlay of %s: %s"
+                               % (disk, self.disk_backing, one_line(made.stderr or made.stdout)))
 
     def apply(self, current, wanted):
         domain = self._lookup()
@@ -449,6 +495,15 @@ class LibvirtDomain(KernelObject):
                 except libvirt.libvirtError as exc:
                     raise self._error("cannot undefine it", exc) from None
             return
+        if self.disk_backing and not os.path.exists(wanted["disk"]):
+            self._make_overlay(wanted["disk"])
+        if wanted["serial_log"] and is_local(self.uri):
+            os.makedirs(os.path.dirname(wanted["serial_log"]), 0o755, exist_ok=True)
+        drive = wanted["config_drive_file"]
+        if self.drive_content is not None and (current or {}).get("config_drive_file") != drive:
+            # A running guest reads a new drive at its next start (restart_on_change restarts it only for a
+            # new definition).
+            write_atomically(wanted["config_drive"], self.drive_content, CONFIG_DRIVE_MODE)
         if current is None or self._definition(current) != self._definition(wanted):
             try:
                 domain = self._conn().defineXML(domain_xml(self._definition(wanted), self.uuid, self.macs))
@@ -497,7 +552,8 @@ class LibvirtDomain(KernelObject):
     # -- the result
 
     def as_config(self, state):
-        return dict(state, uuid=self.uuid, macs=[self.macs.get(tap) for tap in state["interfaces"]])
+        config = {key: value for key, value in state.items() if key not in ("config_drive_file", "disk_file")}
+        return dict(config, uuid=self.uuid, macs=[self.macs.get(tap) for tap in state["interfaces"]])
 
     def result(self, before, after, changed):
         result = super().result(before, after, changed)

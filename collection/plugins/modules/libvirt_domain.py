@@ -102,6 +102,13 @@ options:
           - Absolute path of the disk image, attached as the virtio disk C(vda).
           - Required to define a new domain; when omitted, an existing domain keeps its disk.
         type: path
+      disk_backing:
+        description:
+          - Absolute path of an image (raw or qcow2) of which O(config[].disk) is made, when it does not
+            exist, as a copy-on-write overlay in qcow2 (with C(qemu-img create); its folder too), so the
+            image itself is never written. An existing disk is used as it is.
+          - Needs O(config[].disk_format=qcow2) and a libvirtd on this machine.
+        type: path
       disk_format:
         description:
           - Format of the disk image.
@@ -115,6 +122,14 @@ options:
             M(mpsocks.mptcp.guest_image) makes its calls at boot. An empty string means none.
           - When omitted, an existing domain keeps its config drive and a new one has none.
         type: path
+      config_drive_content:
+        description:
+          - The config drive's text, written to O(config[].config_drive) (mode C(0600)) when the file
+            differs, before the domain is defined or started; the diff shows its SHA1, never the text.
+          - A running domain reads a new config drive at its next start; a new config drive alone does not
+            restart it.
+          - When omitted, the file at O(config[].config_drive) is used as it is.
+        type: str
       interfaces:
         description:
           - Names of the taps, in order; the domain gets one virtio interface on each.
@@ -124,7 +139,7 @@ options:
       serial_log:
         description:
           - Absolute path of the file the serial console (C(ttyS0)) is written to, by virtlogd; each
-            start of the domain starts it afresh. Its directory must exist. An empty string means
+            start of the domain starts it afresh. Its folder is made when missing. An empty string means
             no log file (the console stays reachable with C(virsh console)).
           - When omitted, an existing domain keeps its log file and a new one has none.
         type: str
@@ -327,8 +342,10 @@ def build_module():
                 initrd=dict(type="str"),
                 cmdline=dict(type="str"),
                 disk=dict(type="path"),
+                disk_backing=dict(type="path"),
                 disk_format=dict(type="str", choices=["raw", "qcow2"]),
                 config_drive=dict(type="path"),
+                config_drive_content=dict(type="str", no_log=True),
                 interfaces=dict(type="list", elements="str"),
                 serial_log=dict(type="str"),
             )),
