@@ -53,7 +53,7 @@ BOOT_SCRIPT = "/usr/local/lib/mpsocks/config-drive.py"
 #: What the image runs at boot: finds the config drive, when the VM has one, and runs its own BOOT code; or
 #: runs the drive file given as its argument (playbook boot_socks.yml: a running guest converges to this
 #: run's drive in one go, not in a module call over ssh for each step).
-BOOTSTRAP = rf"""# mpsocks: the config drive's calls (config_drive.py in mpsocks.mptcp): the VM's drive, or the file given
+BOOTSTRAP = rf"""# mpsocks: the config drive's calls (config_drive.py in mpsocks.mptcp): its disk, or a file
 import json, os, sys
 def run(path):
     with open(path, "rb") as handle:
