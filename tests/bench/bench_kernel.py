@@ -11,7 +11,7 @@ output folder with ``make -jN bzImage``, timed from a clean output folder:
 - seed: ``make x86_64_defconfig kvm_guest.config``, how the seed configured its kernel.
 
 The issue's target: role / seed <= 0.25. Needs about 5 GB in the work folder (a temporary one unless
---keep names one) and, on 2 CPUs, some 4 + 10 minutes (231 s and 556 s here, 0.42).
+--keep names one) and, on 2 CPUs, some 4 + 10 minutes (371 s and 981 s on a slow day, 0.38).
 """
 
 from __future__ import annotations

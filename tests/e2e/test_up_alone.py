@@ -173,6 +173,15 @@ def test_a_lab_whose_uplinks_end_in_the_root_namespace(tmp_path):
             assert rc == 0 and "MPTCP, 2 subflows" in output, output
             rules = subprocess.run(["ip", "rule"], capture_output=True, text=True).stdout
             assert "iif mptcp0 lookup 6606 proto 166" in rules, rules
+            # Another lab numbers its tables alike, in its own host namespace: its up and down leave
+            # the rules of the lab whose uplinks end here alone.
+            other = lab_name("o")
+            rc, output = mpsocks_run("lab", "up", "--name", other, "--hops", "2", artifacts=artifacts)
+            assert rc == 0, output
+            rc, output = mpsocks_run("lab", "down", "--name", other, artifacts=artifacts)
+            assert rc == 0, output
+            after = subprocess.run(["ip", "rule"], capture_output=True, text=True).stdout
+            assert after == rules and "lookup 6658 proto 166" in after, after
         finally:
             rc, output = mpsocks_run("down", artifacts=artifacts)
             assert rc == 0, output
