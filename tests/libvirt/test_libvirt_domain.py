@@ -125,6 +125,11 @@ def test_define_check_mode_idempotence_and_diff(conn, names, taps, kernel, disk,
     assert interface.find("mac").get("address") == one["domain"]["macs"][0]
     assert root.find("devices/disk/target").attrib == {"dev": "vda", "bus": "virtio"}
     assert root.find("devices/serial/log").get("file") == str(workdir / "serial.log")
+    # Entropy from the host at boot; no USB controller, memory balloon or HPET for the guest to set up.
+    assert root.find("devices/rng[@model='virtio']/backend").text == "/dev/urandom"
+    assert root.find("devices/controller[@type='usb']").get("model") == "none"
+    assert root.find("devices/memballoon").get("model") == "none"
+    assert root.find("clock/timer[@name='hpet']").get("present") == "no"
 
     again, [same] = call(item)
     assert again["changed"] is False and same["changed"] is False and again["diff"] == []

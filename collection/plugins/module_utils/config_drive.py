@@ -131,10 +131,21 @@ def _module_file(dotted):
     return None
 
 
+def _statements(body):
+    """Every statement in BODY and in the blocks nested in it (imports are statements: expressions,
+    most of a module's nodes, are not looked into)."""
+    for node in body:
+        yield node
+        for block in ("body", "orelse", "finalbody", "handlers", "cases"):
+            inner = getattr(node, block, None)
+            if isinstance(inner, list):
+                yield from _statements(inner)
+
+
 def _imports(dotted, source):
     """The modules SOURCE (module DOTTED) imports, anywhere in it: for ``from X import Y`` both X and X.Y."""
     package = dotted if source.is_package else dotted.rpartition(".")[0]
-    for node in ast.walk(ast.parse(source.text)):
+    for node in _statements(ast.parse(source.text).body):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name

@@ -81,6 +81,17 @@ def default_gateway(ipr, index, version):
     return False
 
 
+def _tables_holding_ours(ipr):
+    """The tables that hold a rule or a route of mpsocks', of either family, in one dump of each (the
+    kernel sends every table's routes whichever table is asked for)."""
+    tables = set()
+    for family in FAMILIES.values():
+        tables.update(_msg_table(msg) for msg in ipr.get_rules(family=family)
+                      if msg.get_attr("FRA_PROTOCOL") == RT_PROTOCOL)
+        tables.update(_msg_table(msg) for msg in ipr.get_routes(family=family) if msg["proto"] == RT_PROTOCOL)
+    return tables
+
+
 class PolicyRoute(KernelObject):
     """The rule of mpsocks that sends traffic to a table, and mpsocks' routes in that table."""
 
@@ -271,12 +282,14 @@ class PolicyRoute(KernelObject):
                                "(e.g. tables: [6606, 6607])")
         netns = params.get("netns")
         kept = {obj.table for obj in declared if obj.params.get("netns") == netns}
+        scope = {table_id(value, "tables") for value in params["tables"]} - kept
+        with iproute() as ipr:
+            holding = _tables_holding_ours(ipr)
         found = []
-        for table in sorted({table_id(value, "tables") for value in params["tables"]} - kept):
+        for table in sorted(scope & holding):
             obj = cls({"table": table, "state": "absent", "netns": netns})
             obj.validate()
-            if obj.read() is not None:
-                found.append(obj)
+            found.append(obj)
         return found
 
     # -- changing ------------------------------------------------------------
