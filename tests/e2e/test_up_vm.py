@@ -118,6 +118,7 @@ def test_the_guest_runs_the_kernel_the_role_built(vm_stack):
     built = json.loads((kernel.parent / "kernel.json").read_text())
     assert guest("uname", "-r", name=vm_stack["guest"]).strip() == built["release"]
     assert xml.startswith("<domain type='qemu'")  # TCG (KVM hangs on these machines)
+    assert guest("nproc", name=vm_stack["guest"]).strip() == "2"  # found in ACPI's tables
 
 
 def test_check_says_mptcp_with_two_subflows(vm_stack):

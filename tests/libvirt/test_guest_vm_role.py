@@ -1,6 +1,7 @@
 """Role guest_vm when the guest never answers: a kernel that cannot mount its root (Debian's cloud kernel
 with no initrd) boots under TCG on a tap of the test's own and panics. The role must fail in one line
-that names the guest and ends with its serial console, and leave no domain and no disk behind."""
+that names the guest and ends with its serial console, and leave no domain and no disk behind; the same
+when the guest's address is routed elsewhere than its first tap."""
 
 from __future__ import annotations
 
@@ -49,12 +50,16 @@ def test_a_guest_that_never_answers_ssh_is_removed_and_its_console_shown(libvirt
                 "mpsocks_vm_accelerator": "tcg"}
     inventory = REPO / "inventory" / "localhost.yml"
     guest_dir = workdir / "guests" / name
+    elsewhere = unique_name("mpsvo")  # a tap without the guest link's address: 10.66.6.2 is not behind it
+    sh("ip", "tuntap", "add", "mode", "tap", "name", elsewhere)
     try:
         rc, output, recap = ansible_playbook(playbook, inventory, extravars=dict(settings,
-                                             mpsocks_vm_interfaces=["lo"]))
-        assert rc == 2 and "mpsocks_vm_interfaces: the guest's address 10.66.6.2 is not routed to tap lo (" \
-            in output, output
-        assert not guest_dir.exists(), "nothing made before the route is checked"
+                                             mpsocks_vm_interfaces=[elsewhere]))
+        assert rc == 2 and f"mpsocks_vm_interfaces: the guest's address 10.66.6.2 is not routed to tap " \
+            f"{elsewhere} (" in output, output
+        with pytest.raises(libvirt.libvirtError):  # checked while the guest boots, then removed
+            libvirt.open(libvirtd).lookupByName(name)
+        assert not list(guest_dir.glob("*.qcow2"))
         rc, output, recap = ansible_playbook(playbook, inventory, extravars=settings)
         assert rc == 2 and recap["localhost"]["failed"] == 1, output
         message = re.search(r'"msg": "(guest .*)"', output)
@@ -66,6 +71,7 @@ def test_a_guest_that_never_answers_ssh_is_removed_and_its_console_shown(libvirt
             libvirt.open(libvirtd).lookupByName(name)
         assert not list(guest_dir.glob("*.qcow2")) and (guest_dir / "console.log").exists()
     finally:
+        subprocess.run(["ip", "tuntap", "del", "mode", "tap", "name", elsewhere], check=False)
         rc, output, _ = ansible_playbook(playbook, inventory,
                                          extravars=dict(settings, mpsocks_state="absent"))
     assert rc == 0, output
