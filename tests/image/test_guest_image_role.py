@@ -265,6 +265,10 @@ def test_the_image_holds_what_the_guest_needs(default_image):
     assert "PasswordAuthentication no" in file_text(image, "/etc/ssh/sshd_config.d/mpsocks.conf")
     assert "/dev/null" in debugfs(image, "stat /etc/systemd/network/99-default.link")  # eth0, eth1 ...
     assert "Storage=volatile" in file_text(image, "/etc/systemd/journald.conf.d/mpsocks.conf")
+    # the config drive's boot script, its unit, and the first process that starts it before systemd
+    assert "mpsocks-config-drive.service" in names_in(image, "/etc/systemd/system/multi-user.target.wants")
+    assert "/usr/local/lib/mpsocks/config-drive.py --early" in file_text(image, "/usr/local/lib/mpsocks/init")
+    assert "Mode:  0755" in debugfs(image, "stat /usr/local/lib/mpsocks/init")
 
     # sshd at boot, never waiting for the network to be "online"
     assert "ssh.service" in names_in(image, "/etc/systemd/system/multi-user.target.wants")

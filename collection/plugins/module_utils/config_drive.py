@@ -10,8 +10,11 @@ together with the code that runs them (``drive_text``). The image's unit ``UNIT`
 (``BOOT_SCRIPT``) early at boot: it finds the disk by its serial and runs the drive's ``BOOT``, which
 unpacks the code (with bytecode compiled on the controller, when the guest's Python takes it: compiling
 costs seconds under TCG) and runs every step with the collection's own modules (``apply_steps``), as
-Ansible would, writing what each did to ``RESULT``. The SOCKS port answers before ssh does; when every call
-succeeded, playbook ``boot_socks.yml`` leaves the guest roles out (they would find nothing to change).
+Ansible would, writing what each did to ``RESULT``. Sooner still, with the kernel's ``init=INIT`` (role
+guest_vm, with the role's kernel), the guest's first process starts ``BOOTSTRAP`` before it becomes
+systemd, and the unit waits for that run and reports it. The SOCKS port answers before ssh does; when
+every call succeeded, playbook ``boot_socks.yml`` leaves the guest roles out (they would find nothing to
+change).
 
 A step is ``{"module": NAME, "args": {...}}``, a module of this collection, or ``{"file": {"path",
 "content", "mode"}}``, a file written as ``ansible.builtin.copy`` would.
@@ -32,6 +35,7 @@ import marshal
 import os
 import re
 import sys
+import time
 
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.errors import MpsocksError
 
@@ -50,26 +54,75 @@ BLOCK = 512
 
 #: Where the image keeps BOOTSTRAP.
 BOOT_SCRIPT = "/usr/local/lib/mpsocks/config-drive.py"
+#: The pid of the run the guest's first process started (INIT_SCRIPT), while it runs.
+EARLY_PID = "/run/mpsocks/config-drive.pid"
+#: systemd's own socket: it takes requests (a daemon step's) once it exists.
+SYSTEMD_SOCKET = "/run/systemd/private"
 #: What the image runs at boot: finds the config drive, when the VM has one, and runs its own BOOT code; or
 #: runs the drive file given as its argument (playbook boot_socks.yml: a running guest converges to this
 #: run's drive in one go, not in a module call over ssh for each step).
 BOOTSTRAP = rf"""# mpsocks: the config drive's calls (config_drive.py in mpsocks.mptcp): its disk, or a file
-import json, os, sys
-def run(path):
+import json, os, sys, time
+def run(path, early=False):
     with open(path, "rb") as handle:
         drive = json.loads(handle.read().rstrip(b" \0").decode("utf-8"))
-    exec(compile(drive["boot"], "mpsocks-config-drive", "exec"), {{"drive": drive, "code_dir": "{CODE_DIR}"}})
-if len(sys.argv) > 1:
+    exec(compile(drive["boot"], "mpsocks-config-drive", "exec"),
+         {{"drive": drive, "code_dir": "{CODE_DIR}", "early": early}})
+def running(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+if len(sys.argv) > 1 and sys.argv[1] != "--early":
     run(sys.argv[1])
+disk = None
 for name in sorted(os.listdir("/sys/block")):
     try:
         with open("/sys/block/%s/serial" % name) as handle:
-            if handle.read().strip() != "{SERIAL}":
-                continue
+            if handle.read().strip() == "{SERIAL}":
+                disk = "/dev/" + name
+                break
     except OSError:
         continue
-    run("/dev/" + name)
+if disk is None:
+    sys.exit(0)
+if sys.argv[1:] == ["--early"]:
+    os.makedirs(os.path.dirname("{EARLY_PID}"), exist_ok=True)
+    with open("{EARLY_PID}", "w") as handle:
+        handle.write(str(os.getpid()))
+    run(disk, early=True)
+# The unit: when the first process started the run, wait for it and say what it did (it writes its
+# result last); if it ended without one, make the calls here.
+try:
+    with open("{EARLY_PID}") as handle:
+        early = int(handle.read())
+except (OSError, ValueError):
+    early = None
+result = os.path.join("{CODE_DIR}", "{RESULT}")
+while early is not None and running(early) and not os.path.exists(result):
+    time.sleep(0.05)
+if early is not None and os.path.exists(result):
+    with open(result) as handle:
+        done = json.load(handle)
+    print("\n".join(["made as the guest's first process started:"] + done["steps"]))
+    sys.exit(done["failed"])
+run(disk)
 """
+
+#: The guest's first process with the role's kernel (``init=INIT``): it starts BOOTSTRAP, then becomes
+#: systemd. Under TCG Python's start and imports take seconds, and systemd took 2-3 s to start the unit.
+INIT = "/usr/local/lib/mpsocks/init"
+INIT_SCRIPT = """#!/bin/sh
+# mpsocks (config_drive.py in mpsocks.mptcp): the guest's first process (init=). The config drive's calls
+# start now, beside systemd, which this script becomes; the unit waits for them and reports them.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mountpoint -q /proc || mount -t proc -o nosuid,nodev,noexec proc /proc
+mountpoint -q /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+mountpoint -q /run || mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
+/usr/bin/python3 %s --early </dev/null >/dev/console 2>&1 &
+exec /sbin/init "$@"
+""" % BOOT_SCRIPT
 #: The drive's first code (globals drive and code_dir): unpack the code, and its bytecode when this Python
 #: takes the controller's (no compiling under TCG), then run the steps.
 BOOT = r"""
@@ -85,7 +138,7 @@ if drive["python"] == [importlib.util.MAGIC_NUMBER.hex(), sys.implementation.cac
         write(importlib.util.cache_from_source(os.path.join(code_dir, path)), base64.b64decode(data))
 sys.path.insert(0, code_dir)
 from ansible_collections.mpsocks.mptcp.plugins.module_utils.config_drive import apply_steps
-sys.exit(apply_steps(drive["steps"], code_dir))
+sys.exit(apply_steps(drive["steps"], code_dir, systemd_starting=globals().get("early", False)))
 """
 
 #: The image's unit that runs BOOTSTRAP, once, before sshd (a failed step leaves the rest to Ansible).
@@ -289,15 +342,25 @@ def run_step(step, work_dir):
         return {"failed": True, "msg": "no result: %s" % output.getvalue().strip()[-300:]}
 
 
-def apply_steps(steps, work_dir, out=None):
+def wait_for_systemd(timeout=60.0):
+    """Until systemd takes requests (its socket exists), or TIMEOUT seconds."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(SYSTEMD_SOCKET) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def apply_steps(steps, work_dir, out=None, systemd_starting=False):
     """Run STEPS in order, a line each on OUT (stdout: the guest's journal), and write what they did to
-    WORK_DIR/RESULT; 1 when one failed, else 0. A failed step does not stop the others: the guest roles,
-    run over ssh, make the calls again and say why."""
+    WORK_DIR/RESULT (last, whole: a waiting unit reads it); 1 when one failed, else 0. A failed step does
+    not stop the others: the guest roles, run over ssh, make the calls again and say why. While
+    SYSTEMD_STARTING (the guest's first process started the run), a daemon step first waits for systemd."""
     out = out or sys.stdout
     status = 0
     done = []
     for step in steps:
         what = step["module"] if "module" in step else "file %s" % step["file"]["path"]
+        if systemd_starting and step.get("module") == "daemon":
+            wait_for_systemd()
         try:
             result = run_step(step, work_dir)
         except Exception as exc:  # one line for the journal; Ansible makes the call again and says why
@@ -310,6 +373,8 @@ def apply_steps(steps, work_dir, out=None):
         done.append(line)
         out.write(line + "\n")
         out.flush()
-    with open(os.path.join(work_dir, RESULT), "w") as handle:
+    result = os.path.join(work_dir, RESULT)
+    with open(result + ".tmp", "w") as handle:
         json.dump({"steps": done, "failed": status}, handle)
+    os.replace(result + ".tmp", result)
     return status

@@ -132,7 +132,7 @@ def code_hash():
     """A hash of this file and of what it puts into images: a change to how images are built makes new
     images."""
     return sha256_text(source_of(sys.modules[__name__]) + source_of(zip_code_cache) + config_drive.BOOTSTRAP
-                       + config_drive.UNIT)[:16]
+                       + config_drive.UNIT + config_drive.INIT_SCRIPT)[:16]
 
 
 def human(size):
@@ -734,6 +734,7 @@ class GuestImage:
             if os.path.lexists(in_tree(tree, "/usr/bin/python3")):
                 # The config drive's steps at boot, before sshd (module_utils/config_drive.py).
                 write_in_tree(tree, config_drive.BOOT_SCRIPT, config_drive.BOOTSTRAP)
+                write_in_tree(tree, config_drive.INIT, config_drive.INIT_SCRIPT, mode=0o755)
                 write_in_tree(tree, "/etc/systemd/system/%s" % CONFIG_DRIVE_UNIT, config_drive.UNIT)
                 units.append(CONFIG_DRIVE_UNIT)
             self.command(["systemctl", "enable"] + units, chroot=tree,

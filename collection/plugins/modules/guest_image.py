@@ -20,7 +20,9 @@ description:
     installed with the host's pip (pure-Python wheels only), the root ssh key O(ssh_key) authorized,
     O(hostname), C(/etc/fstab) mounting C(/dev/vda) as the ext4 root, sshd started at boot (key logins
     only), a unit that runs the steps of a config drive (made with P(mpsocks.mptcp.config_drive#filter), given
-    to M(mpsocks.mptcp.libvirt_domain) as its C(config_drive)) before sshd starts, a cache of the code Python
+    to M(mpsocks.mptcp.libvirt_domain) as its C(config_drive)) before sshd starts (or reports the run that
+    C(/usr/local/lib/mpsocks/init) started, the kernel's C(init=) that starts the steps, then becomes
+    systemd), a cache of the code Python
     compiles from Ansible's module zips (one module call costs the guest half a second less under TCG), a
     getty on the serial console C(ttyS0) (root logged in with O(serial_autologin)), the units
     O(disabled_units) masked, and O(files). No package lists or C(.deb) files stay in the image;
