@@ -187,3 +187,19 @@ def test_up_repairs_what_changed_in_the_running_guest(vm_stack, artifacts):
     assert guest("systemctl", "is-active", "mpsocks-danted.service", name=name).strip() == "active"
     assert "subflow dev eth1" in guest("ip", "mptcp", "endpoint", "show", name=name)
     assert re.search(r"SOCKS5 proxy 10\.66\.6\.2:1080: MPTCP, 2 subflows", output), output
+
+
+def test_up_repairs_a_stopped_socksifier_the_check_url_goes_through(vm_stack, artifacts):
+    """With --via-guest covering the check server, its URL goes through the guest's redsocks: stopped, the
+    check before anything is made cannot reach the URL, and up goes on (saying so) and starts it again."""
+    name = vm_stack["guest"]
+    guest("systemctl", "stop", "mpsocks-redsocks.service", name=name)
+    check = vm_stack["plan"]["servers"]["check"]
+    refused = subprocess.run(["curl", "-sS", "--max-time", "10", check], capture_output=True, text=True)
+    assert refused.returncode != 0, refused.stdout
+    rc, output = mpsocks_run(*vm_stack["command"], artifacts=artifacts)
+    assert rc == 0 and "it may go through the guest (mpsocks_via_guest)" in output, output
+    assert "daemon: changed;" in output, output
+    assert guest("systemctl", "is-active", "mpsocks-redsocks.service", name=name).strip() == "active"
+    answer = curl_json(f"{check}?format=json")
+    assert answer["mptcp"] is True and answer["subflows"] == 2, answer
