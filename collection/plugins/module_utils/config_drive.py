@@ -54,7 +54,7 @@ BLOCK = 512
 
 #: Where the image keeps BOOTSTRAP.
 BOOT_SCRIPT = "/usr/local/lib/mpsocks/config-drive.py"
-#: The pid of the run the guest's first process started (INIT_SCRIPT), while it runs.
+#: The pid of the run the guest's first process started (INIT_SCRIPT, before systemd runs).
 EARLY_PID = "/run/mpsocks/config-drive.pid"
 #: systemd's own socket: it takes requests (a daemon step's) once it exists.
 SYSTEMD_SOCKET = "/run/systemd/private"
@@ -88,12 +88,9 @@ for name in sorted(os.listdir("/sys/block")):
 if disk is None:
     sys.exit(0)
 if sys.argv[1:] == ["--early"]:
-    os.makedirs(os.path.dirname("{EARLY_PID}"), exist_ok=True)
-    with open("{EARLY_PID}", "w") as handle:
-        handle.write(str(os.getpid()))
     run(disk, early=True)
-# The unit: when the first process started the run, wait for it and say what it did (it writes its
-# result last); if it ended without one, make the calls here.
+# The unit: when the first process started a run, wait for it and say what it did (it writes its result
+# last); if it ended without one, make the calls here.
 try:
     with open("{EARLY_PID}") as handle:
         early = int(handle.read())
@@ -120,11 +117,13 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mountpoint -q /proc || mount -t proc -o nosuid,nodev,noexec proc /proc
 mountpoint -q /sys || mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
 mountpoint -q /run || mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
+mkdir -p %s
 /usr/bin/python3 %s --early </dev/null >/dev/console 2>&1 &
+echo $! >%s
 exec /sbin/init "$@"
-""" % BOOT_SCRIPT
-#: The drive's first code (globals drive and code_dir): unpack the code, and its bytecode when this Python
-#: takes the controller's (no compiling under TCG), then run the steps.
+""" % (os.path.dirname(EARLY_PID), BOOT_SCRIPT, EARLY_PID)
+#: The drive's first code (globals drive, code_dir and early): unpack the code, and its bytecode when this
+#: Python takes the controller's (no compiling under TCG), then run the steps.
 BOOT = r"""
 import base64, importlib.util, os, sys
 def write(path, data):
