@@ -372,8 +372,7 @@ def apply_steps(steps, work_dir, out=None, systemd_starting=False):
         done.append(line)
         out.write(line + "\n")
         out.flush()
-    result = os.path.join(work_dir, RESULT)
-    with open(result + ".tmp", "w") as handle:
-        json.dump({"steps": done, "failed": status}, handle)
-    os.replace(result + ".tmp", result)
+    from ansible_collections.mpsocks.mptcp.plugins.module_utils.daemon import write_atomically
+
+    write_atomically(os.path.join(work_dir, RESULT), json.dumps({"steps": done, "failed": status}))
     return status
