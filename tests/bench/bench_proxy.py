@@ -19,8 +19,9 @@ Overhead: short connections (connect, a one-byte request, a two-byte answer, the
 host to the server, directly and through SOCKS (greeting, then CONNECT, as clients do it): connections/s
 one after the other and with four clients at once, setup time (until the connection, or the SOCKS
 reply, is there) p50/p99, dante's CPU time per connection, its open descriptors and the TCP connections
-it holds before and after; then the role's defaults against each of the choices they make, undone, the
-best of interleaved rounds (the machine is shared: the best round is the one least disturbed). The
+it holds before and after; then the role's defaults against each of the choices they make, undone, and
+against MPTCP with no second subflow and plain TCP out (where MPTCP's cost goes), the best of interleaved
+rounds (the machine is shared: the best round is the one least disturbed). The
 host (the clients) has the whole port range, or tens of thousands of connections a minute to one
 address run out of ports.
 
@@ -67,8 +68,6 @@ SOCKS_ADDRESS, SOCKS_PORT = "10.66.6.2", 1080
 SERVER = "198.19.0.10"
 SHORT_PORT, BULK_PORT, SINK_PORT = 80, 81, 82
 UPLINKS = 2
-#: One 100 Mbit/s uplink pair for the overhead runs: rates do not matter to one-byte requests.
-OVERHEAD_RATES = (100, 100)
 
 SERVER_PROGRAM = r"""
 import json, selectors, socket, threading, time
@@ -311,9 +310,7 @@ class Topology:
         sh("ip", "addr", "add", f"{SERVER}/32", "dev", "lo", netns=self.server)
         for netns in (self.guest, self.server):
             sh("ip", "mptcp", "limits", "set", "subflows", "8", "add_addr_accepted", "8", netns=netns)
-        for n in range(1, UPLINKS):
-            sh("ip", "mptcp", "endpoint", "add", f"10.66.{6 + n}.2", "dev", f"eth{n}", "subflow",
-               netns=self.guest)
+        self.subflow_endpoints(True)
         self.start([sys.executable, "-c", SERVER_PROGRAM], self.server)
 
     def start(self, argv: list[str], netns: str, **popen) -> subprocess.Popen:
@@ -333,6 +330,16 @@ class Topology:
         result = run_module("shaper", config=config)
         if result.get("failed"):
             raise SystemExit(f"shaper: {result['msg']}")
+
+    def subflow_endpoints(self, present: bool) -> None:
+        """The guest's MPTCP ``subflow`` endpoints (uplinks 1 and on), as guest_network makes them, or none:
+        then each connection keeps its first subflow only."""
+        for n in range(1, UPLINKS):
+            if present:
+                sh("ip", "mptcp", "endpoint", "add", f"10.66.{6 + n}.2", "dev", f"eth{n}", "subflow",
+                   netns=self.guest)
+            else:
+                sh("ip", "mptcp", "endpoint", "delete", "id", self.endpoint_id(n), netns=self.guest)
 
     def endpoint_backup(self, n: int, backup: bool) -> None:
         """Uplink n's MPTCP endpoint in the guest as a backup subflow, or not."""
@@ -491,8 +498,9 @@ def role_command(processes: int | None = None) -> str:
     return environment.from_string(role_vars["__mpsocks_socks_proxy_command"]).render(context)
 
 
-def overhead_settings() -> list[tuple[str, int, str, str]]:
-    """``(label, clients at once, danted.conf, command)``: the role's defaults, each of its choices undone."""
+def overhead_settings() -> list[tuple[str, int, str, str, bool]]:
+    """``(label, clients at once, danted.conf, command, subflow endpoints)``: the role's defaults, each of
+    its choices undone, and where MPTCP's own cost goes."""
     config, command = role_config(), role_command()
     routed = config.replace("external: 10.66.6.2\n",
                             "external: eth0\nexternal: eth1\nexternal.rotation: route\n")
@@ -500,14 +508,16 @@ def overhead_settings() -> list[tuple[str, int, str, str]]:
     logged = config.replace("  command: connect\n", every)
     unfiltered = command.split(" 2>&1 |")[0]
     return [
-        ("role defaults", 1, config, command),
-        ("external.rotation: route, eth0 + eth1", 1, routed, command),
-        ("log: connect disconnect (every client)", 1, logged, command),
-        ("MPTCP warning per connection in the log", 1, config, unfiltered),
-        ("all three undone (an untuned dante)", 1, routed.replace("  command: connect\n", every), unfiltered),
-        ("plain TCP out (no mptcpize): MPTCP's cost", 1, config, command.replace("mptcpize run ", "")),
-        ("role defaults, 4 clients at once", 4, config, command),
-        ("danted -N 2, 4 clients at once", 4, config, role_command(processes=2)),
+        ("role defaults", 1, config, command, True),
+        ("external.rotation: route, eth0 + eth1", 1, routed, command, True),
+        ("log: connect disconnect (every client)", 1, logged, command, True),
+        ("MPTCP warning per connection in the log", 1, config, unfiltered, True),
+        ("all three undone (an untuned dante)", 1, routed.replace("  command: connect\n", every), unfiltered,
+         True),
+        ("MPTCP, no second subflow: the join's cost", 1, config, command, False),
+        ("plain TCP out (no mptcpize): MPTCP's cost", 1, config, command.replace("mptcpize run ", ""), True),
+        ("role defaults, 4 clients at once", 4, config, command, True),
+        ("danted -N 2, 4 clients at once", 4, config, role_command(processes=2), True),
     ]
 
 
@@ -544,13 +554,17 @@ def overhead(topology: Topology, count: int, rounds: int) -> None:
     print(f"\nWhat each setting gives (best of {rounds} interleaved rounds of {count // 10:,} connections; "
           f"CPU: median)", flush=True)
     settings = overhead_settings()
-    figures: dict[str, list[dict]] = {label: [] for label, _, _, _ in settings}
+    figures: dict[str, list[dict]] = {label: [] for label, *_ in settings}
     for _ in range(rounds):
-        for label, clients, config, command in settings:
+        for label, clients, config, command, joins in settings:
             topology.run_dante(config, command)
+            if not joins:
+                topology.subflow_endpoints(False)
             topology.short_connections("socks", 300, clients)
             cpu_before = topology.dante_cpu()
             found = topology.short_connections("socks", count // 10, clients)
+            if not joins:
+                topology.subflow_endpoints(True)
             found["cpu"] = (topology.dante_cpu() - cpu_before) / (count // 10) * 1000
             log = topology.folder / "danted.log"
             found["log"] = log.stat().st_size
